@@ -1,0 +1,348 @@
+"""The TOML configuration: msgspec Structs, loading, validation with path-qualified errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from arbstr.secrets import ApiKey, SecretError, permission_warning, resolve_api_key
+
+__all__ = [
+    "AuthConfig",
+    "ChainConfig",
+    "ChainEntry",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "LoggingConfig",
+    "PoliciesConfig",
+    "PolicyRule",
+    "Provider",
+    "ProviderConfig",
+    "RateLimits",
+    "ReliabilityConfig",
+    "ServerConfig",
+    "Settings",
+    "StateConfig",
+    "config_path",
+    "load_settings",
+    "parse_settings",
+]
+
+Strategy = Literal["cheapest", "ordered", "lowest_latency"]
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Shared base: unknown keys are errors, so typos never pass silently."""
+
+
+class ServerConfig(_Base):
+    listen: str = "127.0.0.1:8080"
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    max_body_bytes: int = 10_485_760
+    workers: int = 1
+    shutdown_grace_s: float = 10.0
+
+
+class DatabaseConfig(_Base):
+    url: str | None = None
+    path: str | None = None  # the original arbstr shape
+    migrate_on_start: bool = True
+    log_bodies: bool = False
+
+    @property
+    def effective_url(self) -> str:
+        if self.url:
+            return self.url
+        return f"sqlite:///{self.path or './arbstr.db'}"
+
+
+class StateConfig(_Base):
+    backend: Literal["memory", "database"] = "memory"
+    sync_interval_s: float = 1.0
+
+
+class ReliabilityConfig(_Base):
+    max_retries: int = 2
+    backoff_s: list[float] = msgspec.field(default_factory=lambda: [1.0, 2.0])
+    circuit_failure_threshold: int = 3
+    circuit_open_s: float = 30.0
+    cooldown_default_s: float = 60.0
+    cooldown_402_s: float = 300.0
+    stream_idle_timeout_s: float = 30.0
+
+
+class RateLimits(_Base):
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+
+
+class ProviderConfig(_Base):
+    name: str
+    url: str
+    api_key: str | None = None
+    models: list[str] = msgspec.field(default_factory=list)
+    input_rate: float = 0.0
+    output_rate: float = 0.0
+    cached_input_rate: float | None = None
+    base_fee: float = 0.0
+    timeout_s: float | None = None
+    rate_limits: RateLimits | None = None
+
+
+class ChainEntry(_Base):
+    provider: str
+    model: str
+
+
+class ChainConfig(_Base):
+    name: str
+    entries: list[ChainEntry]
+    strategy: Strategy = "ordered"
+
+
+class PolicyRule(_Base):
+    name: str
+    allowed_models: list[str] = msgspec.field(default_factory=list)
+    max_sats_per_1k_output: float | None = None
+    keywords: list[str] = msgspec.field(default_factory=list)
+    strategy: str | None = None  # accepted for old configs ("lowest_cost" = cheapest)
+
+
+class PoliciesConfig(_Base):
+    default_strategy: Strategy = "cheapest"
+    rules: list[PolicyRule] = msgspec.field(default_factory=list)
+
+
+class AuthConfig(_Base):
+    enabled: bool = False
+    admin_token: str | None = None
+
+
+class LoggingConfig(_Base):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    log_requests: bool = True
+
+
+class Config(_Base):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    reliability: ReliabilityConfig = msgspec.field(default_factory=ReliabilityConfig)
+    providers: list[ProviderConfig] = msgspec.field(default_factory=list)
+    chains: list[ChainConfig] = msgspec.field(default_factory=list)
+    policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
+class Provider(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider ready for routing: URL normalised, rates resolved, key resolved."""
+
+    name: str
+    url: str
+    models: tuple[str, ...]
+    input_rate: float
+    output_rate: float
+    cached_input_rate: float
+    base_fee: float
+    timeout_s: float | None
+    rate_limits: RateLimits | None
+    api_key: ApiKey | None
+    key_source: str
+
+    def serves(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Validated configuration plus what was derived from it."""
+
+    config: Config
+    providers: tuple[Provider, ...]
+    source: str  # the file the settings came from, or a label
+    warnings: tuple[str, ...] = ()
+    admin_token: ApiKey | None = None
+
+    def provider(self, name: str) -> Provider | None:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        return None
+
+
+class ConfigError(ValueError):
+    """`<file>: <key path>: <reason>`; never contains a secret."""
+
+    def __init__(self, source: str, path: str, reason: str) -> None:
+        self.source, self.path, self.reason = source, path, reason
+        super().__init__(f"{source}: {path}: {reason}" if path else f"{source}: {reason}")
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    """`-c PATH`, else `$ARBSTR_CONFIG`, else `./arbstr.toml`."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ARBSTR_CONFIG")
+    return Path(env) if env else Path("arbstr.toml")
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate a config file; raises `ConfigError`."""
+    p = config_path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found (run `arbstr init` to write one)") from None
+    except OSError as e:
+        raise ConfigError(str(p), "", f"cannot read: {e.strerror}") from None
+    settings = parse_settings(data, source=str(p), env=env)
+    warn = permission_warning(p)
+    if warn:
+        settings = msgspec.structs.replace(settings, warnings=(*settings.warnings, warn))
+    return settings
+
+
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def parse_settings(
+    data: bytes | str, source: str = "<config>", env: dict[str, str] | None = None
+) -> Settings:
+    """Decode and validate TOML text into `Settings`."""
+    text = data.decode() if isinstance(data, bytes) else data
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, "", f"invalid TOML: {e}") from None
+    try:
+        config = msgspec.convert(raw, type=Config, strict=False)
+    except msgspec.ValidationError as e:
+        msg = str(e)
+        m = _MSGSPEC_PATH.search(msg)
+        path = m.group(1) if m else ""
+        reason = msg[: m.start()] if m else msg
+        raise ConfigError(source, path, reason.replace("`", "")) from None
+    return _validate(config, source, env)
+
+
+def _check_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _validate(config: Config, source: str, env: dict[str, str] | None) -> Settings:
+    def fail(path: str, reason: str) -> ConfigError:
+        return ConfigError(source, path, reason)
+
+    server = config.server
+    if not re.fullmatch(r"\[?[^\s\]]*\]?:\d{1,5}", server.listen):
+        raise fail("server.listen", "must be HOST:PORT")
+    for key in ("request_timeout_s", "connect_timeout_s"):
+        if getattr(server, key) <= 0:
+            raise fail(f"server.{key}", "must be > 0")
+    if server.max_body_bytes <= 0:
+        raise fail("server.max_body_bytes", "must be > 0")
+    if server.workers < 1:
+        raise fail("server.workers", "must be >= 1")
+    rel = config.reliability
+    if rel.max_retries < 0:
+        raise fail("reliability.max_retries", "must be >= 0")
+    if rel.circuit_failure_threshold < 1:
+        raise fail("reliability.circuit_failure_threshold", "must be >= 1")
+    if any(b < 0 for b in rel.backoff_s):
+        raise fail("reliability.backoff_s", "must not be negative")
+    db_url = config.database.effective_url
+    if not db_url.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
+        raise fail("database.url", "must be sqlite:///PATH, postgresql://... or memory://")
+
+    providers: list[Provider] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for i, pc in enumerate(config.providers):
+        where = f"providers[{i}]"
+        if not pc.name.strip():
+            raise fail(f"{where}.name", "must not be empty")
+        if pc.name in seen:
+            raise fail(f"{where}.name", f"duplicate provider name '{pc.name}'")
+        seen.add(pc.name)
+        if not _check_url(pc.url):
+            raise fail(f"{where}.url", "must be an http(s) URL")
+        for key in ("input_rate", "output_rate", "base_fee", "cached_input_rate"):
+            value = getattr(pc, key)
+            if value is not None and value < 0:
+                raise fail(f"{where}.{key}", "must not be negative")
+        if pc.timeout_s is not None and pc.timeout_s <= 0:
+            raise fail(f"{where}.timeout_s", "must be > 0")
+        try:
+            resolved = resolve_api_key(pc.name, pc.api_key, env)
+        except SecretError as e:
+            raise fail(f"{where}.api_key", str(e)) from None
+        if resolved.warning:
+            warnings.append(resolved.warning)
+        providers.append(
+            Provider(
+                name=pc.name,
+                url=pc.url.rstrip("/"),
+                models=tuple(pc.models),
+                input_rate=float(pc.input_rate),
+                output_rate=float(pc.output_rate),
+                cached_input_rate=float(
+                    pc.input_rate if pc.cached_input_rate is None else pc.cached_input_rate
+                ),
+                base_fee=float(pc.base_fee),
+                timeout_s=pc.timeout_s,
+                rate_limits=pc.rate_limits,
+                api_key=resolved.key,
+                key_source=resolved.source,
+            )
+        )
+    if not providers:
+        warnings.append("no providers configured: every chat request will fail")
+
+    chain_names: set[str] = set()
+    for i, chain in enumerate(config.chains):
+        where = f"chains[{i}]"
+        if chain.name in chain_names:
+            raise fail(f"{where}.name", f"duplicate chain name '{chain.name}'")
+        chain_names.add(chain.name)
+        if not chain.entries:
+            raise fail(f"{where}.entries", "must list at least one entry")
+        for j, entry in enumerate(chain.entries):
+            if entry.provider not in seen:
+                raise fail(f"{where}.entries[{j}].provider", f"unknown provider '{entry.provider}'")
+
+    rule_names: set[str] = set()
+    for i, rule in enumerate(config.policies.rules):
+        where = f"policies.rules[{i}]"
+        if rule.name in rule_names:
+            raise fail(f"{where}.name", f"duplicate policy name '{rule.name}'")
+        rule_names.add(rule.name)
+        if rule.max_sats_per_1k_output is not None and rule.max_sats_per_1k_output < 0:
+            raise fail(f"{where}.max_sats_per_1k_output", "must not be negative")
+
+    admin: ApiKey | None = None
+    if config.auth.admin_token:
+        try:
+            token = resolve_api_key("admin", config.auth.admin_token, env)
+        except SecretError as e:
+            raise fail("auth.admin_token", str(e).replace("api_key", "admin_token")) from None
+        admin = token.key
+    if config.auth.enabled and admin is None:
+        raise fail("auth.admin_token", "required when auth.enabled = true")
+
+    return Settings(
+        config=config,
+        providers=tuple(providers),
+        source=source,
+        warnings=tuple(warnings),
+        admin_token=admin,
+    )

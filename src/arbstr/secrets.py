@@ -1,0 +1,156 @@
+"""Provider API keys: a redacting wrapper, ${VAR} expansion, the env-var convention, masking."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REDACTED",
+    "ApiKey",
+    "ResolvedKey",
+    "SecretError",
+    "convention_var",
+    "enc_hook",
+    "expand_env",
+    "permission_warning",
+    "resolve_api_key",
+]
+
+REDACTED = "[REDACTED]"
+
+
+class SecretError(ValueError):
+    """A key could not be resolved; the message never contains a secret value."""
+
+
+class ApiKey:
+    """Holds a secret; every textual form of it is `[REDACTED]` except `reveal()`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: only for the upstream `Authorization` header."""
+        return self._value
+
+    def masked(self) -> str:
+        """First 6 characters + `...***`; `[REDACTED]` for keys shorter than 10 characters."""
+        if len(self._value) < 10:
+            return REDACTED
+        return f"{self._value[:6]}...***"
+
+    def __repr__(self) -> str:
+        return f"ApiKey({REDACTED})"
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __format__(self, spec: str) -> str:
+        return REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("ApiKey cannot be pickled")
+
+
+def enc_hook(obj: Any) -> Any:
+    """msgspec encode hook: an `ApiKey` always encodes as `[REDACTED]`."""
+    if isinstance(obj, ApiKey):
+        return REDACTED
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+def expand_env(value: str, provider: str, env: Mapping[str, str] | None = None) -> str:
+    """Expand every `${VAR}` in `value`; a bare `$VAR` stays literal.
+
+    Errors name the provider and the variable, never the value.
+    """
+    env = os.environ if env is None else env
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = value.find("${", pos)
+        if start < 0:
+            out.append(value[pos:])
+            break
+        m = _VAR.match(value, start)
+        if m is None:
+            raise SecretError(f"provider '{provider}': unclosed '${{' in api_key")
+        name = m.group(1).strip()
+        if not name:
+            raise SecretError(f"provider '{provider}': empty variable reference '${{}}' in api_key")
+        if name not in env:
+            raise SecretError(
+                f"provider '{provider}': environment variable {name} is not set (used by api_key)"
+            )
+        out.append(value[pos:start])
+        out.append(env[name])
+        pos = m.end()
+    return "".join(out)
+
+
+def convention_var(provider: str) -> str:
+    """`ARBSTR_<NAME>_API_KEY` with the name upper-cased and `-`/space turned into `_`."""
+    return "ARBSTR_" + re.sub(r"[-\s]", "_", provider.upper()) + "_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    """A provider's key, where it came from, and a warning worth showing the operator."""
+
+    key: ApiKey | None
+    source: str  # config-literal | env-expanded | convention (VAR) | none
+    warning: str | None = None
+
+
+def resolve_api_key(
+    provider: str, raw: str | None, env: Mapping[str, str] | None = None
+) -> ResolvedKey:
+    """Resolve a provider's `api_key` setting: literal, `${VAR}`, or the convention variable."""
+    env = os.environ if env is None else env
+    var = convention_var(provider)
+    if raw is None:
+        value = env.get(var)
+        if value:
+            return ResolvedKey(ApiKey(value), f"convention ({var})")
+        return ResolvedKey(None, "none")
+    if "${" in raw:
+        expanded = expand_env(raw, provider, env)
+        return ResolvedKey(ApiKey(expanded) if expanded else None, "env-expanded")
+    if not raw:
+        return ResolvedKey(None, "none")
+    warning = (
+        f"provider '{provider}': plaintext API key in the config file; "
+        f'prefer api_key = "${{{var}}}" or remove api_key and set {var}'
+    )
+    return ResolvedKey(ApiKey(raw), "config-literal", warning)
+
+
+def permission_warning(path: Path) -> str | None:
+    """A warning when the config file is readable or writable by group or others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if mode & 0o177:
+        return (
+            f"config file {path} has permissions {mode:04o}, more open than 0600. "
+            f"Consider: chmod 600 {path}"
+        )
+    return None
