@@ -230,6 +230,10 @@ def parse_settings(
         m = _MSGSPEC_PATH.search(msg)
         path = m.group(1) if m else ""
         reason = msg[: m.start()] if m else msg
+        unknown = re.fullmatch(r"Object contains unknown field `(.+)`", reason)
+        if unknown:
+            path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+            reason = "unknown key"
         raise ConfigError(source, path, reason.replace("`", "")) from None
     return _validate(config, source, env)
 

@@ -1,1 +1,37 @@
-"""cli."""
+"""The `arbstr` command line (typer)."""
+
+from __future__ import annotations
+
+import typer
+
+from arbstr import __version__
+from arbstr.cli.bench import bench
+from arbstr.cli.config_cmds import check, init, providers
+from arbstr.cli.serve import demo, serve
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="arbstr",
+    help="arbstr: an OpenAI-compatible LLM gateway that routes each request to the cheapest "
+    "healthy provider.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(serve)
+app.command()(check)
+app.command()(providers)
+app.command()(init)
+app.command()(demo)
+app.command()(bench)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

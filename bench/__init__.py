@@ -1,0 +1,1 @@
+"""Benchmarks: run on demand, results in docs/benchmarks.md, never timed tests."""

@@ -1,0 +1,110 @@
+"""Raw ASGI plumbing for the proxy routes: read a capped body, send a gateway response."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from arbstr.errors import ArbstrError, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from litestar.types import Receive, Scope, Send
+
+    from arbstr.gateway import GatewayResponse
+
+__all__ = ["new_request_id", "read_body", "send_error", "send_response"]
+
+_JSON = (b"content-type", b"application/json")
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes with 413 before reading it all."""
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+    message: Any = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def send_error(
+    send: Send, error: ArbstrError, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [_JSON, (b"x-arbstr-request-id", request_id.encode())]
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": error.body(), "more_body": False})
+
+
+async def send_response(
+    scope: Scope, receive: Receive, send: Send, response: GatewayResponse
+) -> None:
+    """Send a gateway response; a stream is cancelled as soon as the client goes away."""
+    await send(
+        {"type": "http.response.start", "status": response.status, "headers": response.headers}
+    )
+    if response.stream is None:
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
+        return
+    await _send_stream(receive, send, response.stream)
+
+
+async def _send_stream(receive: Receive, send: Send, stream: AsyncIterator[bytes]) -> None:
+    async def pump() -> None:
+        async for chunk in stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def watch() -> None:
+        while True:
+            message: Any = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    pump_task = asyncio.ensure_future(pump())
+    watch_task = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump_task, watch_task):
+            if not task.done():
+                task.cancel()
+        for task in (pump_task, watch_task):
+            with contextlib.suppress(asyncio.CancelledError, OSError, Exception):
+                await task
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

@@ -1,0 +1,29 @@
+"""Health routes: overall status with per-provider circuits, liveness, readiness."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+
+from arbstr.api.deps import GatewayDep, json_response
+
+__all__ = ["health", "live", "ready"]
+
+
+@get("/health", sync_to_thread=False)
+def health(gateway: GatewayDep) -> Response[bytes]:
+    """`ok`, `degraded` (200) or `unhealthy` (503) with each provider's circuit state."""
+    report = gateway.health_report()
+    return json_response(report, status=503 if report["status"] == "unhealthy" else 200)
+
+
+@get("/health/live", sync_to_thread=False)
+def live() -> Response[bytes]:
+    """The process is up and serving."""
+    return json_response({"status": "ok"})
+
+
+@get("/health/ready")
+async def ready(gateway: GatewayDep) -> Response[bytes]:
+    """Ready when the stores answer."""
+    ok, detail = await gateway.ready()
+    return json_response({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503)

@@ -1,0 +1,106 @@
+"""OpenAI-compatible routes: the two proxy routes on raw ASGI, the rest as Litestar handlers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, asgi, get, post
+from litestar.types import Receive, Scope, Send
+
+from arbstr.api.asgi import new_request_id, read_body, send_error, send_response
+from arbstr.api.deps import GatewayDep, json_response
+from arbstr.errors import ArbstrError, BadRequest
+from arbstr.gateway import Gateway, RequestMeta
+
+__all__ = ["chat_completions", "cost_estimate", "embeddings", "list_models", "list_providers"]
+
+log = logging.getLogger("arbstr.api")
+
+_POLICY = b"x-arbstr-policy"
+
+
+async def _proxy(scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+    started = time.monotonic()
+    request_id = new_request_id()
+    if scope.get("method") != "POST":
+        error: ArbstrError = BadRequest(
+            f"method {scope.get('method')} not allowed on this route; use POST",
+            status=405,
+            code="method_not_allowed",
+        )
+        await send_error(send, error, request_id, [(b"allow", b"POST")])
+        return
+    gateway: Gateway = scope["litestar_app"].state.gateway
+    policy: str | None = None
+    for key, value in scope["headers"]:
+        if key == _POLICY:
+            policy = value.decode("latin-1")
+            break
+    meta = RequestMeta(request_id=request_id, started=started, policy_header=policy)
+    try:
+        body = await read_body(scope, receive, gateway.max_body_bytes)
+    except ArbstrError as exc:
+        gateway.record_rejected(meta, endpoint, exc)
+        await send_error(send, exc, request_id)
+        return
+    try:
+        if endpoint == "chat":
+            response = await gateway.chat(body, meta)
+        else:
+            response = await gateway.embeddings(body, meta)
+    except Exception as exc:  # a bug must still answer in the OpenAI shape, and be recorded
+        log.exception("request %s failed inside the gateway", request_id)
+        error = ArbstrError(f"internal error ({type(exc).__name__})")
+        gateway.record_rejected(meta, endpoint, error)
+        await send_error(send, error, request_id)
+        return
+    await send_response(scope, receive, send, response)
+
+
+@asgi("/v1/chat/completions", copy_scope=False)
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/chat/completions: routed, retried, streamed through, recorded."""
+    await _proxy(scope, receive, send, "chat")
+
+
+@asgi("/v1/embeddings", copy_scope=False)
+async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/embeddings: routed and priced on input tokens."""
+    await _proxy(scope, receive, send, "embeddings")
+
+
+class _Model(msgspec.Struct):
+    id: str
+    created: int
+    owned_by: str
+    object: str = "model"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[_Model]
+    object: str = "list"
+
+
+@get("/v1/models", sync_to_thread=False)
+def list_models(gateway: GatewayDep) -> Response[bytes]:
+    """GET /v1/models: the union of provider models and chain names."""
+    created = int(gateway.started_at)
+    data = [_Model(id=m, created=created, owned_by=owner) for m, owner in gateway.models()]
+    return json_response(_ModelList(data=data))
+
+
+@post("/v1/cost", status_code=200)
+async def cost_estimate(request: Request[Any, Any, Any], gateway: GatewayDep) -> Response[bytes]:
+    """POST /v1/cost: what a request would cost, without calling any upstream."""
+    body = await request.body()
+    policy = request.headers.get("x-arbstr-policy")
+    return json_response(gateway.estimate(body, policy))
+
+
+@get("/providers", sync_to_thread=False)
+def list_providers(gateway: GatewayDep) -> Response[bytes]:
+    """GET /providers: configured providers with masked keys."""
+    return json_response({"providers": gateway.describe_providers()})

@@ -1,0 +1,77 @@
+"""`create_app(settings)`: the one composition point; a lazy module-level `app` for ASGI hosts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+
+from arbstr.api.deps import dependencies
+from arbstr.api.errors import exception_handlers
+from arbstr.api.health import health, live, ready
+from arbstr.api.openai import (
+    chat_completions,
+    cost_estimate,
+    embeddings,
+    list_models,
+    list_providers,
+)
+from arbstr.attempts import Health
+from arbstr.config import Settings, load_settings
+from arbstr.gateway import Gateway
+from arbstr.records import MemorySink, RecordSink
+from arbstr.upstream.client import create_client
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("arbstr")
+
+
+def create_app(settings: Settings, sink: RecordSink | None = None) -> Litestar:
+    """Build the ASGI app; the shared client, health state and gateway live in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        server = settings.config.server
+        client = create_client(
+            connect_timeout_s=server.connect_timeout_s, read_timeout_s=server.request_timeout_s
+        )
+        health_state = Health.create(settings.config.reliability, settings.providers)
+        app.state.gateway = Gateway(settings, client, sink or MemorySink(), health_state)
+        for warning in settings.warnings:
+            log.warning("%s", warning)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    return Litestar(
+        route_handlers=[
+            chat_completions,
+            embeddings,
+            list_models,
+            cost_estimate,
+            list_providers,
+            health,
+            live,
+            ready,
+        ],
+        dependencies=dependencies,
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        openapi_config=None,
+        debug=False,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access so `litestar --app arbstr.app:app`, uvicorn and granian can import
+    # this module without side effects at import time.
+    if name == "app":
+        application = create_app(load_settings())
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,289 @@
+"""The attempt loop: call ranked candidates under one deadline, retrying and falling back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from arbstr.config import Provider, ReliabilityConfig
+from arbstr.errors import ArbstrError, UpstreamTimeout
+from arbstr.records import AttemptRow
+from arbstr.reliability.circuit import Admission, BreakerRegistry
+from arbstr.reliability.cooldown import CooldownTracker, ManualLimiter
+from arbstr.reliability.ratelimit_headers import parse_quota
+from arbstr.reliability.retry import (
+    Action,
+    RetryHeader,
+    backoff,
+    classify,
+    cooldown_for,
+    counts_against_circuit,
+    exhaustion_error,
+)
+from arbstr.routing.rank import Ewma
+from arbstr.routing.resolve import Candidate
+from arbstr.upstream.client import error_kind
+
+__all__ = ["AttemptResult", "Health", "LoopFailed", "run_attempts"]
+
+log = logging.getLogger("arbstr.gateway")
+
+
+@dataclass(slots=True)
+class Health:
+    """Everything the loop learns about providers: circuits, cooldowns, manual limits, latency."""
+
+    config: ReliabilityConfig
+    breakers: BreakerRegistry
+    cooldowns: CooldownTracker
+    limiter: ManualLimiter
+    latency: dict[str, Ewma] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: ReliabilityConfig, providers: Sequence[Provider] = ()) -> Health:
+        clock = time.monotonic
+        health = cls(
+            config=config,
+            breakers=BreakerRegistry(config, clock),
+            cooldowns=CooldownTracker(clock),
+            limiter=ManualLimiter(clock),
+        )
+        for p in providers:
+            if p.rate_limits is not None:
+                health.limiter.configure(p.name, None, p.rate_limits)
+        return health
+
+    def circuit_wait(self, rows: Sequence[AttemptRow]) -> float | None:
+        """Seconds until the first skipped open circuit admits a probe."""
+        now = time.monotonic()
+        ends = [
+            b.open_until - now
+            for r in rows
+            if r.skipped == "circuit_open"
+            and (b := self.breakers.get(r.provider)).open_until is not None
+        ]
+        return max(0.0, min(ends)) if ends else None
+
+    def report(self, providers: Sequence[str]) -> dict[str, Any]:
+        """`/health`: ok, degraded (a circuit not closed, a cooldown), unhealthy (none usable)."""
+        out: dict[str, Any] = {}
+        usable = 0
+        degraded = False
+        for name in providers:
+            snap = self.breakers.get(name).snapshot()
+            cooling = self.cooldowns.active(name, None)
+            entry: dict[str, Any] = {"state": snap.state, "failure_count": snap.failure_count}
+            if cooling is not None:
+                entry["cooldown_s"] = round(cooling.until - time.monotonic(), 3)
+                entry["cooldown_reason"] = cooling.reason
+            out[name] = entry
+            if snap.state != "closed" or cooling is not None:
+                degraded = True
+            if snap.state != "open" and cooling is None:
+                usable += 1
+        if providers and usable == 0:
+            status = "unhealthy"
+        elif degraded or any(self.cooldowns.items()):
+            status = "degraded"
+        else:
+            status = "ok"
+        return {"status": status, "providers": out}
+
+    def latency_map(self) -> dict[str, float]:
+        return {name: e.value for name, e in self.latency.items() if e.value is not None}
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class AttemptResult(Generic[T]):
+    """The answer the loop settled on: an upstream response (success or a client error)."""
+
+    candidate: Candidate
+    response: httpx.Response
+    extra: T  # what `send` returned beside the response (streaming: first bytes + iterator)
+    upstream_s: float  # time spent waiting on upstream calls and backoff sleeps
+    attempts: list[AttemptRow]
+    retries: RetryHeader
+    success: bool
+
+
+class LoopFailed(Exception):
+    """No candidate produced an answer: the client error plus what was tried."""
+
+    def __init__(self, error: ArbstrError, rows: list[AttemptRow], retries: RetryHeader) -> None:
+        super().__init__(error.message)
+        self.error, self.rows, self.retries = error, rows, retries
+
+
+Send = Callable[[Candidate, float], Awaitable[tuple[httpx.Response, T]]]
+
+
+async def run_attempts(
+    candidates: Sequence[Candidate],
+    send: Send[T],
+    health: Health,
+    deadline: float,
+    request_timeout_s: float,
+) -> AttemptResult[T]:
+    """Walk `candidates` (already ranked) until one answers; raise an `ArbstrError` otherwise.
+
+    `send(candidate, timeout_s)` performs one upstream call and returns `(response,
+    first_chunk)`; for a non-streaming call the body is already read. Skipped candidates are
+    recorded, not called. The whole loop shares `deadline` (monotonic seconds).
+    """
+    cfg = health.config
+    rows: list[AttemptRow] = []
+    retries = RetryHeader()
+    upstream_s = 0.0
+    now_wall = time.time
+    for cand in candidates:
+        prov = cand.provider
+        model = cand.upstream_model
+        cooldown = health.cooldowns.active(prov.name, model) or health.limiter.admit(
+            prov.name, model
+        )
+        if cooldown is not None:
+            rows.append(AttemptRow(provider=prov.name, upstream_model=model, skipped="cooldown"))
+            continue
+        breaker = health.breakers.get(prov.name)
+        admission = breaker.try_acquire()
+        if admission is Admission.REJECTED:
+            rows.append(
+                AttemptRow(provider=prov.name, upstream_model=model, skipped="circuit_open")
+            )
+            continue
+        tries = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if admission is Admission.PROBE:
+                    breaker.release_probe()
+                raise LoopFailed(_timeout(request_timeout_s), rows, retries)
+            timeout_s = min(prov.timeout_s or remaining, remaining)
+            t0 = time.monotonic()
+            status: int | None = None
+            kind = None
+            response: httpx.Response | None = None
+            extra: T | None = None
+            try:
+                async with asyncio.timeout(timeout_s):
+                    response, extra = await send(cand, timeout_s)
+                status = response.status_code
+            except (TimeoutError, httpx.HTTPError, OSError) as exc:
+                kind = error_kind(exc)
+            elapsed = time.monotonic() - t0
+            upstream_s += elapsed
+            outcome = classify(status, kind)
+            if outcome is Action.SUCCESS or outcome is Action.RETURN_TO_CLIENT:
+                assert response is not None
+                breaker.record_success()
+                _learn(health, cand, response, elapsed, now_wall())
+                rows.append(
+                    AttemptRow(
+                        provider=prov.name,
+                        upstream_model=model,
+                        status=status,
+                        latency_ms=round(elapsed * 1000, 3),
+                    )
+                )
+                return AttemptResult(
+                    cand,
+                    response,
+                    extra,  # type: ignore[arg-type]
+                    upstream_s,
+                    rows,
+                    retries,
+                    outcome is Action.SUCCESS,
+                )
+            error = _describe(status, kind, response)
+            if response is not None:
+                await response.aclose()
+            rows.append(
+                AttemptRow(
+                    provider=prov.name,
+                    upstream_model=model,
+                    status=status,
+                    error=error,
+                    latency_ms=round(elapsed * 1000, 3),
+                )
+            )
+            retries.add(prov.name)
+            if counts_against_circuit(outcome, status):
+                breaker.record_failure()
+            elif admission is Admission.PROBE:
+                breaker.record_success()
+            if outcome is Action.NEXT_COOLDOWN and response is not None:
+                seconds, reason = cooldown_for(status or 429, response.headers, cfg, now_wall())
+                health.cooldowns.set((prov.name, None if status == 402 else model), seconds, reason)
+            elif outcome is Action.NEXT_KEY_PROBLEM:
+                log.error(
+                    "provider %s rejected its API key (HTTP %s): check its key", prov.name, status
+                )
+            if (
+                outcome is Action.RETRY_SAME
+                and tries < cfg.max_retries
+                and admission is not Admission.PROBE
+                and breaker.try_acquire() is not Admission.REJECTED
+            ):
+                retry_after = None
+                if response is not None:
+                    ra = response.headers.get("retry-after")
+                    retry_after = _float(ra)
+                wait = backoff(tries, cfg, retry_after, deadline - time.monotonic())
+                if wait is not None:
+                    tries += 1
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                        upstream_s += wait
+                    continue
+            break
+    raise LoopFailed(
+        exhaustion_error(rows, health.cooldowns, now_wall(), health.circuit_wait(rows)),
+        rows,
+        retries,
+    )
+
+
+def _learn(
+    health: Health, cand: Candidate, response: httpx.Response, elapsed: float, wall: float
+) -> None:
+    """Feed latency and any rate-limit quota the upstream reported back into the health state."""
+    name = cand.provider.name
+    ewma = health.latency.get(name)
+    if ewma is None:
+        ewma = health.latency[name] = Ewma()
+    ewma.update(elapsed * 1000)
+    if response.status_code < 300:
+        quota = parse_quota(response.headers, wall)
+        key = (name, cand.upstream_model)
+        if quota is not None:
+            health.cooldowns.record_quota(key, quota)
+
+
+def _describe(status: int | None, kind: str | None, response: httpx.Response | None) -> str:
+    if status is not None:
+        return f"HTTP {status}"
+    return {"connect": "connection error", "timeout": "timeout"}.get(kind or "", "read error")
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _timeout(timeout_s: float) -> ArbstrError:
+    return UpstreamTimeout(
+        f"the request did not complete within {timeout_s:g} s (retry budget exhausted)"
+    )

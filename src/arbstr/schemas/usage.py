@@ -1,0 +1,36 @@
+"""View Structs of OpenAI `usage` objects, decoded from response bodies and stream chunks."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["CompletionDetails", "PromptDetails", "ResponseUsageView", "Usage", "usage_decoder"]
+
+
+class PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class Usage(msgspec.Struct):
+    """OpenAI usage; `cost`/`total_cost` are what some upstreams (OpenRouter) report."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt_tokens_details: PromptDetails | None = None
+    completion_tokens_details: CompletionDetails | None = None
+    cost: float | None = None
+    total_cost: float | None = None
+
+
+class ResponseUsageView(msgspec.Struct):
+    """A response body viewed only for its usage (choices are skipped by the decoder)."""
+
+    usage: Usage | None = None
+
+
+usage_decoder = msgspec.json.Decoder(ResponseUsageView)

@@ -1,0 +1,236 @@
+"""Streaming: fail over until the first byte, then pass bytes through while observing usage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httpx
+import msgspec
+
+from arbstr.attempts import AttemptResult, LoopFailed, run_attempts
+from arbstr.routing.cost import actual_cost, provider_reported_cost, savings
+from arbstr.upstream.client import error_kind
+from arbstr.upstream.sse import Action, SseSplitter, StreamObserver
+
+if TYPE_CHECKING:
+    from arbstr.gateway import Gateway, GatewayResponse, RequestMeta
+    from arbstr.records import RequestRecord
+    from arbstr.routing import RoutePlan
+    from arbstr.routing.resolve import Candidate
+    from arbstr.schemas.chat import ChatView
+
+__all__ = ["start_stream"]
+
+_encoder = msgspec.json.Encoder()
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"x-arbstr-streaming", b"true"),
+]
+
+
+class EmptyStream(httpx.HTTPError):
+    """The upstream closed a 200 stream before sending any byte."""
+
+
+async def start_stream(
+    gateway: Gateway,
+    body: bytes,
+    view: ChatView,
+    plan: RoutePlan,
+    meta: RequestMeta,
+    record: RequestRecord,
+) -> GatewayResponse:
+    """Run the attempt loop up to the first upstream byte, then hand back a byte iterator."""
+    from arbstr.gateway import GatewayResponse
+
+    bodies: dict[str, bytes] = {}
+    client = gateway.client
+
+    async def send(
+        cand: Candidate, timeout_s: float
+    ) -> tuple[httpx.Response, tuple[bytes, AsyncIterator[bytes]] | None]:
+        payload = gateway._body_for(body, bodies, cand, view.model, stream=True)
+        request = client.build_request(
+            "POST",
+            cand.provider.url + "/chat/completions",
+            content=payload,
+            headers=gateway._headers(cand, meta),
+            timeout=gateway._timeout(timeout_s),
+        )
+        response = await client.send(request, stream=True)
+        if response.status_code != 200:
+            await response.aread()
+            return response, None
+        chunks = response.aiter_raw()
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            await response.aclose()
+            raise EmptyStream("upstream closed the stream before the first byte") from None
+        except BaseException:
+            await response.aclose()
+            raise
+        return response, (first, chunks)
+
+    try:
+        result = await run_attempts(
+            plan.candidates,
+            send,
+            gateway.health,
+            meta.started + gateway.request_timeout_s,
+            gateway.request_timeout_s,
+        )
+    except LoopFailed as failed:
+        record.attempts = failed.rows
+        return gateway._fail(failed.error, meta, record, failed.retries, failed.rows)
+    cand = result.candidate
+    record.provider, record.upstream_model = cand.provider.name, cand.upstream_model
+    record.attempts = result.attempts
+    headers = gateway._common_headers(
+        meta, result.retries, sum(1 for r in result.attempts if r.skipped is None)
+    )
+    headers.append((b"x-arbstr-provider", cand.provider.name.encode()))
+    if not result.success or result.extra is None:
+        # a client error (4xx) from the upstream goes back as it was sent
+        content = result.response.content
+        headers.append(
+            (
+                b"content-type",
+                result.response.headers.get("content-type", "application/json").encode(),
+            )
+        )
+        record.status, record.success = result.response.status_code, False
+        record.error_code = "upstream_client_error"
+        record.error_message = content[:500].decode("utf-8", "replace")
+        record.latency_ms = round((time.monotonic() - meta.started) * 1000, 3)
+        gateway.sink.submit(record)
+        return GatewayResponse(result.response.status_code, headers, content)
+    headers.extend(_SSE_HEADERS)
+    ttfb = time.monotonic() - meta.started
+    record.ttft_ms = round(ttfb * 1000, 3)
+    record.overhead_ms = round(max(0.0, ttfb - result.upstream_s) * 1000, 3)
+    stream = _relay(gateway, result, view, plan, meta, record)
+    return GatewayResponse(200, headers, stream=stream)
+
+
+async def _relay(
+    gateway: Gateway,
+    result: AttemptResult[tuple[bytes, AsyncIterator[bytes]] | None],
+    view: ChatView,
+    plan: RoutePlan,
+    meta: RequestMeta,
+    record: RequestRecord,
+) -> AsyncIterator[bytes]:
+    """Forward upstream events untouched; end with our trailer, or with a visible error event."""
+    assert result.extra is not None
+    first, chunks = result.extra
+    response = result.response
+    cand = result.candidate
+    wants_usage = bool(view.stream_options and view.stream_options.include_usage)
+    splitter = SseSplitter()
+    observer = StreamObserver(forward_usage_chunk=wants_usage)
+    idle = gateway.idle_timeout_s
+    status = "completed"
+    error_code: str | None = None
+    error_message: str | None = None
+    stream_started = time.monotonic()
+    chunk = first
+    try:
+        while True:
+            out: list[bytes] = []
+            done = False
+            for event in splitter.feed(chunk):
+                action = observer.observe(event)
+                if action is Action.FORWARD:
+                    out.append(event.raw)
+                elif action is Action.DONE:
+                    done = True
+                    break
+            if observer.garbage or observer.upstream_error:
+                status, error_code = "upstream_error", "upstream_stream_error"
+                error_message = observer.upstream_error or "upstream sent an unparseable event"
+                if out:
+                    yield b"".join(out)
+                break
+            if out:
+                yield b"".join(out)
+            if done:
+                break
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), idle)
+            except StopAsyncIteration:
+                status, error_code = "upstream_error", "upstream_stream_error"
+                error_message = "upstream closed the stream before [DONE]"
+                break
+            except TimeoutError:
+                status, error_code = "idle_timeout", "stream_idle_timeout"
+                error_message = f"upstream sent nothing for {idle:g} s"
+                break
+            except (httpx.HTTPError, OSError) as exc:
+                status, error_code = "upstream_error", "upstream_stream_error"
+                error_message = f"upstream stream failed ({error_kind(exc)} error)"
+                break
+        if status == "completed":
+            cost = _finish_usage(record, observer, cand)
+            latency = time.monotonic() - meta.started
+            trailer = {
+                "arbstr": {
+                    "cost_sats": round(cost, 6) if cost is not None else None,
+                    "latency_ms": round(latency * 1000),
+                    "provider": cand.provider.name,
+                    "request_id": meta.request_id,
+                }
+            }
+            if cost is not None:
+                record.savings_sats = _savings(cost, plan, observer)
+            yield b"data: " + _encoder.encode(trailer) + b"\n\n" + _DONE
+        else:
+            _finish_usage(record, observer, cand)
+            gateway.health.breakers.get(cand.provider.name).record_failure()
+            error = {
+                "error": {
+                    "message": error_message,
+                    "type": "server_error",
+                    "param": None,
+                    "code": error_code,
+                }
+            }
+            yield b"data: " + _encoder.encode(error) + b"\n\n" + _DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        status = "client_disconnected"
+        error_code, error_message = "client_disconnected", "client disconnected mid-stream"
+        raise
+    finally:
+        await response.aclose()
+        now = time.monotonic()
+        record.stream_status = status
+        record.status = 200
+        record.success = status == "completed"
+        record.error_code, record.error_message = error_code, error_message
+        record.latency_ms = round((now - meta.started) * 1000, 3)
+        record.stream_duration_ms = round((now - stream_started) * 1000, 3)
+        gateway.sink.submit(record)
+
+
+def _finish_usage(record: RequestRecord, observer: StreamObserver, cand: Candidate) -> float | None:
+    usage = observer.usage
+    if usage is None:
+        return None
+    from arbstr.gateway import Gateway
+
+    Gateway._fill_usage(record, usage)
+    cost = actual_cost(cand.provider, usage)
+    record.cost_sats = cost
+    record.provider_cost_sats = provider_reported_cost(usage)
+    return cost
+
+
+def _savings(cost: float, plan: RoutePlan, observer: StreamObserver) -> float | None:
+    usage = observer.usage
+    return savings(cost, plan.candidates, usage, chat=True) if usage is not None else None

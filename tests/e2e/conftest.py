@@ -1,0 +1,125 @@
+"""End-to-end fixtures: simulated providers and the gateway on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from arbstr.app import create_app
+from arbstr.config import parse_settings
+from arbstr.records import MemorySink
+from arbstr.sim import SimCluster, SimProfile, run_in_thread
+
+
+@dataclass
+class SimSpec:
+    """A simulated provider and how the gateway config prices it."""
+
+    name: str
+    profile: SimProfile = field(default_factory=SimProfile)
+    input_rate: float = 10.0
+    output_rate: float = 30.0
+    base_fee: float = 0.0
+    models: list[str] | None = None
+    api_key: str | None = None
+    extra: str = ""
+
+
+@dataclass
+class Stack:
+    """Running sims + a running gateway."""
+
+    url: str
+    sims: SimCluster
+    sink: MemorySink
+    names: list[str]
+
+    def sim(self, name: str) -> Any:
+        return self.sims.servers[self.names.index(name)]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+
+class GatewayThread:
+    """uvicorn serving `create_app(settings)` on its own event loop in a daemon thread."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", loop="asyncio"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        sock = self.server.servers[0].sockets[0]
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def config_text(specs: list[SimSpec], urls: list[str], head: str) -> str:
+    lines = [head]
+    for spec, url in zip(specs, urls, strict=True):
+        lines += [
+            "[[providers]]",
+            f'name = "{spec.name}"',
+            f'url = "{url}"',
+            f"input_rate = {spec.input_rate}",
+            f"output_rate = {spec.output_rate}",
+            f"base_fee = {spec.base_fee}",
+        ]
+        if spec.models is not None:
+            lines.append("models = [" + ", ".join(f'"{m}"' for m in spec.models) + "]")
+        if spec.api_key is not None:
+            lines.append(f'api_key = "{spec.api_key}"')
+        if spec.extra:
+            lines.append(spec.extra)
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_HEAD = """
+[database]
+url = "memory://"
+[reliability]
+backoff_s = [0.0]
+"""
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def stack() -> Iterator[StackFactory]:
+    """Start sims and a gateway: `stack(specs, head=..., tail=...)`; all stopped at teardown."""
+    started: list[tuple[Any, GatewayThread]] = []
+
+    def make(specs: list[SimSpec], head: str = DEFAULT_HEAD, tail: str = "") -> Stack:
+        cm = run_in_thread([s.profile for s in specs])
+        sims = cm.__enter__()
+        text = config_text(specs, sims.urls, head) + tail
+        settings = parse_settings(text, source="test.toml", env={})
+        sink = MemorySink()
+        gateway = GatewayThread(create_app(settings, sink=sink))
+        started.append((cm, gateway))
+        url = gateway.start()
+        return Stack(url=url, sims=sims, sink=sink, names=[s.name for s in specs])
+
+    yield make
+    for cm, gateway in reversed(started):
+        gateway.stop()
+        cm.__exit__(None, None, None)

@@ -1,0 +1,134 @@
+"""CLI: check, providers and init answer from the config alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from arbstr.cli import app
+
+runner = CliRunner()
+
+GOOD = """
+[[providers]]
+name = "alpha"
+url = "https://alpha.example/v1"
+api_key = "${TEST_ALPHA_KEY}"
+models = ["gpt-4o"]
+input_rate = 10
+output_rate = 30
+base_fee = 1
+[[providers]]
+name = "beta-two"
+url = "https://beta.example/v1"
+[[policies.rules]]
+name = "code"
+keywords = ["code"]
+"""
+
+
+def write(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "arbstr.toml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_check_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_ALPHA_KEY", "sk-abcdefghijklmnopqrstuvwxyz")
+    result = runner.invoke(app, ["check", "-c", str(write(tmp_path, GOOD))])
+    assert result.exit_code == 0, result.output
+    assert "Configuration is valid!" in result.output
+    assert "Listen: 127.0.0.1:8080" in result.output
+    assert "Providers: 2" in result.output
+    assert "Policies: 1" in result.output
+    assert "alpha: key from env-expanded" in result.output
+    assert (
+        "beta-two: no key (set ARBSTR_BETA_TWO_API_KEY or add api_key to config)" in result.output
+    )
+
+
+def test_check_uses_env_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_ALPHA_KEY", "k")
+    monkeypatch.setenv("ARBSTR_CONFIG", str(write(tmp_path, GOOD)))
+    assert runner.invoke(app, ["check"]).exit_code == 0
+
+
+def test_check_permission_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_ALPHA_KEY", "k")
+    result = runner.invoke(app, ["check", "-c", str(write(tmp_path, GOOD, 0o644))])
+    assert result.exit_code == 0
+    assert "WARNING" in result.output
+    assert "chmod 600" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            GOOD.replace("${TEST_ALPHA_KEY}", "") * 2,
+            "providers[2].name: duplicate provider name 'alpha'",
+        ),
+        (
+            '[[providers]]\nname = "x"\nurl = "localhost"\n',
+            "providers[0].url: must be an http(s) URL",
+        ),
+        (
+            GOOD,
+            "providers[0].api_key: provider 'alpha': environment variable TEST_ALPHA_KEY is not set",
+        ),
+    ],
+)
+def test_check_errors_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, fragment: str
+) -> None:
+    monkeypatch.delenv("TEST_ALPHA_KEY", raising=False)
+    path = write(tmp_path, text)
+    result = runner.invoke(app, ["check", "-c", str(path)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Configuration error: {path}: ")
+    assert fragment in result.output
+
+
+def test_providers_masked_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_ALPHA_KEY", "sk-abcdefghijklmnopqrstuvwxyz")
+    path = str(write(tmp_path, GOOD))
+    for args in (["providers", "-c", path], ["providers", "--masked", "-c", path]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0
+        assert "alpha (https://alpha.example/v1)" in result.output
+        assert "Rates: 10 sats/1k input, 30 sats/1k output" in result.output
+        assert "Base fee: 1 sats" in result.output
+        assert "sk-abc...***" in result.output
+        assert "sk-abcdefghijklmnopqrstuvwxyz" not in result.output
+    shown = runner.invoke(app, ["providers", "--no-masked", "-c", path])
+    assert "sk-abcdefghijklmnopqrstuvwxyz" in shown.output
+    as_json = json.loads(runner.invoke(app, ["providers", "--json", "-c", path]).output)
+    assert as_json["providers"][0]["api_key"] == "sk-abc...***"
+
+
+def test_init_writes_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "arbstr.toml"
+    first = runner.invoke(app, ["init", str(target)])
+    assert first.exit_code == 0
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert "[[providers]]" in target.read_text()
+    second = runner.invoke(app, ["init", str(target)])
+    assert second.exit_code == 1
+    assert "already exists" in second.output
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "arbstr", "check", "-c", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Configuration error:" in result.stderr

@@ -1,0 +1,133 @@
+"""Config: the whole schema decodes, old arbstr configs load, errors name file and key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arbstr.config import ConfigError, config_path, load_settings, parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_loads() -> None:
+    settings = load_settings(
+        ROOT / "config" / "arbstr.example.toml", env={"OPENAI_API_KEY": "sk-x" * 4}
+    )
+    assert [p.name for p in settings.providers] == ["alpha", "beta"]
+    assert settings.config.chains[0].name == "free"
+    assert settings.config.policies.rules[0].keywords == ["code", "function", "debug"]
+    alpha = settings.providers[0]
+    assert alpha.cached_input_rate == 5.0
+    assert alpha.key_source == "env-expanded"
+    assert settings.providers[1].key_source == "none"
+
+
+def test_original_arbstr_shape_loads() -> None:
+    text = """
+[server]
+listen = "127.0.0.1:8080"
+[database]
+path = "./old.db"
+[[providers]]
+name = "provider-alpha"
+url = "https://alpha.example/v1"
+api_key = "${ALPHA_KEY}"
+models = ["gpt-4o"]
+input_rate = 10
+output_rate = 30
+base_fee = 1
+[policies]
+default_strategy = "cheapest"
+[[policies.rules]]
+name = "code_generation"
+allowed_models = ["gpt-4o"]
+strategy = "lowest_cost"
+max_sats_per_1k_output = 50
+keywords = ["code", "function", "fix bug"]
+[logging]
+level = "info"
+log_requests = true
+"""
+    settings = parse_settings(text, env={"ALPHA_KEY": "sk-abcdefghijkl"})
+    assert settings.config.database.effective_url == "sqlite:///./old.db"
+    prov = settings.providers[0]
+    assert (prov.input_rate, prov.output_rate, prov.base_fee) == (10.0, 30.0, 1.0)
+    assert isinstance(prov.input_rate, float)
+    assert prov.cached_input_rate == 10.0
+
+
+def test_defaults() -> None:
+    cfg = parse_settings("").config
+    assert cfg.server.listen == "127.0.0.1:8080"
+    assert cfg.server.max_body_bytes == 10_485_760
+    assert cfg.reliability.backoff_s == [1.0, 2.0]
+    assert cfg.state.backend == "memory"
+    assert cfg.database.effective_url == "sqlite:///./arbstr.db"
+
+
+PROVIDER = '[[providers]]\nname = "a"\nurl = "http://a.example/v1"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "fragment"),
+    [
+        (PROVIDER + PROVIDER, "providers[1].name", "duplicate provider name 'a'"),
+        ('[[providers]]\nname = "a"\nurl = "ftp://x"\n', "providers[0].url", "http(s) URL"),
+        ('[[providers]]\nname = "a"\nurl = "not a url"\n', "providers[0].url", "http(s) URL"),
+        (
+            PROVIDER + 'api_key = "${UNSET_VAR_X}"\n',
+            "providers[0].api_key",
+            "UNSET_VAR_X is not set",
+        ),
+        (PROVIDER + 'api_key = "${UNCLOSED"\n', "providers[0].api_key", "unclosed"),
+        (PROVIDER + 'api_key = "${}"\n', "providers[0].api_key", "empty variable"),
+        (PROVIDER + "input_rate = -1\n", "providers[0].input_rate", "negative"),
+        (PROVIDER + 'input_rate = "cheap"\n', "providers[0].input_rate", "Expected float"),
+        ("[server]\nlisten = 8080\n", "server.listen", "Expected str"),
+        ('[server]\nlisten = "nohost"\n', "server.listen", "HOST:PORT"),
+        ('[server]\nlistn = "x"\n', "server.listn", "unknown key"),
+        ('[policies]\ndefault_strategy = "random"\n', "policies.default_strategy", "Invalid"),
+        (
+            PROVIDER + '[[chains]]\nname = "c"\nentries = [{provider = "zz", model = "m"}]\n',
+            "chains[0].entries[0].provider",
+            "unknown provider 'zz'",
+        ),
+        ("[auth]\nenabled = true\n", "auth.admin_token", "required"),
+        ('[database]\nurl = "mysql://x"\n', "database.url", "must be"),
+    ],
+)
+def test_errors_name_file_and_path(text: str, path: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(text, source="conf.toml", env={})
+    message = str(info.value)
+    assert message.startswith(f"conf.toml: {path}: "), message
+    assert fragment in message
+
+
+def test_invalid_toml() -> None:
+    with pytest.raises(ConfigError, match=r"^conf.toml: invalid TOML"):
+        parse_settings("[server\n", source="conf.toml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_config_path_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARBSTR_CONFIG", "/env/arbstr.toml")
+    assert config_path("/cli.toml") == Path("/cli.toml")
+    assert config_path(None) == Path("/env/arbstr.toml")
+    monkeypatch.delenv("ARBSTR_CONFIG")
+    assert config_path(None) == Path("arbstr.toml")
+
+
+def test_permission_warning_on_load(tmp_path: Path) -> None:
+    path = tmp_path / "arbstr.toml"
+    path.write_text(PROVIDER)
+    path.chmod(0o644)
+    assert any("chmod 600" in w for w in load_settings(path).warnings)
+    path.chmod(0o600)
+    assert not any("chmod 600" in w for w in load_settings(path).warnings)
