@@ -1,4 +1,4 @@
-"""SSE splitter and observer: re-frame on event boundaries, pass raw bytes, read usage and errors."""
+"""SSE splitter and observer: re-frame on event boundaries, pass raw bytes, read usage."""
 
 from __future__ import annotations
 
