@@ -11,7 +11,7 @@ from litestar import Litestar
 
 from arbstr.api.deps import dependencies
 from arbstr.api.errors import exception_handlers
-from arbstr.api.health import health, live, ready
+from arbstr.api.health import health, live, ratelimits, ready
 from arbstr.api.openai import (
     chat_completions,
     cost_estimate,
@@ -58,6 +58,7 @@ def create_app(settings: Settings, sink: RecordSink | None = None) -> Litestar:
             health,
             live,
             ready,
+            ratelimits,
         ],
         dependencies=dependencies,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

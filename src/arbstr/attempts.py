@@ -245,6 +245,8 @@ async def run_attempts(
                         upstream_s += wait
                     continue
             break
+    if time.monotonic() >= deadline - 0.001 and any(r.error == "timeout" for r in rows):
+        raise LoopFailed(_timeout(request_timeout_s), rows, retries)
     raise LoopFailed(
         exhaustion_error(rows, health.cooldowns, now_wall(), health.circuit_wait(rows)),
         rows,

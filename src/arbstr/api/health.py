@@ -6,7 +6,7 @@ from litestar import Response, get
 
 from arbstr.api.deps import GatewayDep, json_response
 
-__all__ = ["health", "live", "ready"]
+__all__ = ["health", "live", "ratelimits", "ready"]
 
 
 @get("/health", sync_to_thread=False)
@@ -27,3 +27,9 @@ async def ready(gateway: GatewayDep) -> Response[bytes]:
     """Ready when the stores answer."""
     ok, detail = await gateway.ready()
     return json_response({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503)
+
+
+@get("/v1/ratelimits", sync_to_thread=False)
+def ratelimits(gateway: GatewayDep) -> Response[bytes]:
+    """Per provider/model: available, tracking or exhausted, cooldown end, last quota."""
+    return json_response({"ratelimits": gateway.health.cooldowns.snapshot()})
