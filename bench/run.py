@@ -129,7 +129,7 @@ def wrk(url: str, conc: int, duration: float, stream: bool, cpus: str | None) ->
         "wrk",
         "-t1",
         f"-c{conc}",
-        f"-d{duration}s",
+        f"-d{max(1, round(duration))}s",
         "--latency",
         "-s",
         script,

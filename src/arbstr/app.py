@@ -23,7 +23,7 @@ from arbstr.attempts import Health
 from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.records import MemorySink, RecordSink
-from arbstr.upstream.client import create_client
+from arbstr.upstream.client import Upstream
 
 __all__ = ["create_app"]
 
@@ -36,17 +36,20 @@ def create_app(settings: Settings, sink: RecordSink | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         server = settings.config.server
-        client = create_client(
+        upstream = Upstream(
             connect_timeout_s=server.connect_timeout_s, read_timeout_s=server.request_timeout_s
         )
         health_state = Health.create(settings.config.reliability, settings.providers)
-        app.state.gateway = Gateway(settings, client, sink or MemorySink(), health_state)
+        app.state.gateway = Gateway(settings, upstream, sink or MemorySink(), health_state)
+        # httpx logs every upstream request at INFO: per-request work on the hot path
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         for warning in settings.warnings:
             log.warning("%s", warning)
         try:
             yield
         finally:
-            await client.aclose()
+            await upstream.aclose()
 
     return Litestar(
         route_handlers=[

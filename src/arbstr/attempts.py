@@ -28,7 +28,7 @@ from arbstr.reliability.retry import (
 )
 from arbstr.routing.rank import Ewma
 from arbstr.routing.resolve import Candidate
-from arbstr.upstream.client import error_kind
+from arbstr.upstream.client import error_kind, rate_limit_headers
 
 __all__ = ["AttemptResult", "Health", "LoopFailed", "run_attempts"]
 
@@ -221,7 +221,8 @@ async def run_attempts(
             elif admission is Admission.PROBE:
                 breaker.record_success()
             if outcome is Action.NEXT_COOLDOWN and response is not None:
-                seconds, reason = cooldown_for(status or 429, response.headers, cfg, now_wall())
+                found = rate_limit_headers(response) or {}
+                seconds, reason = cooldown_for(status or 429, found, cfg, now_wall())
                 health.cooldowns.set((prov.name, None if status == 402 else model), seconds, reason)
             elif outcome is Action.NEXT_KEY_PROBLEM:
                 log.error(
@@ -235,8 +236,7 @@ async def run_attempts(
             ):
                 retry_after = None
                 if response is not None:
-                    ra = response.headers.get("retry-after")
-                    retry_after = _float(ra)
+                    retry_after = _float((rate_limit_headers(response) or {}).get("retry-after"))
                 wait = backoff(tries, cfg, retry_after, deadline - time.monotonic())
                 if wait is not None:
                     tries += 1
@@ -264,10 +264,10 @@ def _learn(
         ewma = health.latency[name] = Ewma()
     ewma.update(elapsed * 1000)
     if response.status_code < 300:
-        quota = parse_quota(response.headers, wall)
-        key = (name, cand.upstream_model)
+        found = rate_limit_headers(response)
+        quota = parse_quota(found, wall) if found else None
         if quota is not None:
-            health.cooldowns.record_quota(key, quota)
+            health.cooldowns.record_quota((name, cand.upstream_model), quota)
 
 
 def _describe(status: int | None, kind: str | None, response: httpx.Response | None) -> str:

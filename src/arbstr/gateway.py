@@ -28,6 +28,7 @@ from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView, EmbeddingsView, last_user_text, prompt_chars
 from arbstr.schemas.usage import ResponseUsageView, Usage
 from arbstr.upstream.body import rewrite_body
+from arbstr.upstream.client import Upstream
 
 __all__ = ["Gateway", "GatewayResponse", "RequestMeta"]
 
@@ -73,10 +74,10 @@ class Gateway:
     """One per process: owns routing tables and health state, shares the pooled client."""
 
     def __init__(
-        self, settings: Settings, client: httpx.AsyncClient, sink: RecordSink, health: Health
+        self, settings: Settings, upstream: Upstream, sink: RecordSink, health: Health
     ) -> None:
         self.settings = settings
-        self.client = client
+        self.upstream = upstream
         self.sink = sink
         self.health = health
         self.router = Router(settings)
@@ -86,10 +87,12 @@ class Gateway:
         self.request_timeout_s = server.request_timeout_s
         self.connect_timeout_s = server.connect_timeout_s
         self.idle_timeout_s = settings.config.reliability.stream_idle_timeout_s
-        self._auth = {
-            p.name: f"Bearer {p.api_key.reveal()}" if p.api_key is not None else None
-            for p in settings.providers
-        }
+        self._base_headers: dict[str, list[Header]] = {}
+        for p in settings.providers:
+            base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
+            if p.api_key is not None:
+                base.append((b"authorization", f"Bearer {p.api_key.reveal()}".encode()))
+            self._base_headers[p.name] = base
 
     # ---- chat ---------------------------------------------------------------------------
     async def chat(self, body: bytes, meta: RequestMeta) -> GatewayResponse:
@@ -117,18 +120,18 @@ class Gateway:
             return await start_stream(self, body, view, plan, meta, record)
         bodies: dict[str, bytes] = {}
 
-        async def send(cand: Candidate, timeout_s: float) -> tuple[httpx.Response, None]:
+        async def send(cand: Candidate, timeout_s: float) -> tuple[httpx.Response, bytes]:
             payload = self._body_for(body, bodies, cand, view.model, stream=False)
-            response = await self.client.post(
+            response = await self.upstream.post(
                 cand.provider.url + "/chat/completions",
-                content=payload,
-                headers=self._headers(cand, meta),
-                timeout=self._timeout(timeout_s),
+                payload,
+                self._headers(cand, meta),
+                timeout_s,
             )
-            if response.status_code == 200 and not response.content.startswith(b"{"):
-                await response.aclose()
+            content = await Upstream.read(response)
+            if response.status_code == 200 and not content.startswith(b"{"):
                 raise MalformedUpstream("upstream sent a body that is not a JSON object")
-            return response, None
+            return response, content
 
         try:
             result = await run_attempts(
@@ -170,15 +173,12 @@ class Gateway:
         record.chain, record.policy = plan.chain, plan.policy
         bodies: dict[str, bytes] = {}
 
-        async def send(cand: Candidate, timeout_s: float) -> tuple[httpx.Response, None]:
+        async def send(cand: Candidate, timeout_s: float) -> tuple[httpx.Response, bytes]:
             payload = self._body_for(body, bodies, cand, view.model, stream=False)
-            response = await self.client.post(
-                cand.provider.url + "/embeddings",
-                content=payload,
-                headers=self._headers(cand, meta),
-                timeout=self._timeout(timeout_s),
+            response = await self.upstream.post(
+                cand.provider.url + "/embeddings", payload, self._headers(cand, meta), timeout_s
             )
-            return response, None
+            return response, await Upstream.read(response)
 
         try:
             result = await run_attempts(
@@ -227,19 +227,17 @@ class Gateway:
             cache[upstream] = payload
         return payload
 
-    def _headers(self, cand: Candidate, meta: RequestMeta) -> dict[str, str]:
-        headers = {"content-type": "application/json", "idempotency-key": meta.request_id}
-        auth = self._auth.get(cand.provider.name)
-        if auth is not None:
-            headers["authorization"] = auth
-        return headers
-
-    def _timeout(self, timeout_s: float) -> httpx.Timeout:
-        return httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
+    def _headers(self, cand: Candidate, meta: RequestMeta) -> list[Header]:
+        """The provider's own key, never the client's `Authorization`; the request id as
+        `Idempotency-Key` so every retry of one request carries the same one."""
+        return [
+            *self._base_headers[cand.provider.name],
+            (b"idempotency-key", meta.request_id.encode()),
+        ]
 
     def _finish_json(
         self,
-        result: AttemptResult[None],
+        result: AttemptResult[bytes],
         plan: RoutePlan,
         meta: RequestMeta,
         record: RequestRecord,
@@ -247,7 +245,7 @@ class Gateway:
         chat: bool,
     ) -> GatewayResponse:
         response = result.response
-        content = response.content
+        content = result.extra
         cand = result.candidate
         provider = cand.provider
         elapsed = time.monotonic() - meta.started

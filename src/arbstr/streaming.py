@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
@@ -12,7 +13,7 @@ import msgspec
 
 from arbstr.attempts import AttemptResult, LoopFailed, run_attempts
 from arbstr.routing.cost import actual_cost, provider_reported_cost, savings
-from arbstr.upstream.client import error_kind
+from arbstr.upstream.client import Upstream, error_kind
 from arbstr.upstream.sse import Action, SseSplitter, StreamObserver
 
 if TYPE_CHECKING:
@@ -38,6 +39,14 @@ class EmptyStream(httpx.HTTPError):
     """The upstream closed a 200 stream before sending any byte."""
 
 
+@dataclass(slots=True)
+class StreamStart:
+    """The first bytes of an upstream body and, for a 200 stream, the iterator of the rest."""
+
+    first: bytes
+    chunks: AsyncIterator[bytes] | None
+
+
 async def start_stream(
     gateway: Gateway,
     body: bytes,
@@ -50,24 +59,19 @@ async def start_stream(
     from arbstr.gateway import GatewayResponse
 
     bodies: dict[str, bytes] = {}
-    client = gateway.client
+    upstream = gateway.upstream
 
-    async def send(
-        cand: Candidate, timeout_s: float
-    ) -> tuple[httpx.Response, tuple[bytes, AsyncIterator[bytes]] | None]:
+    async def send(cand: Candidate, timeout_s: float) -> tuple[httpx.Response, StreamStart]:
         payload = gateway._body_for(body, bodies, cand, view.model, stream=True)
-        request = client.build_request(
-            "POST",
+        response = await upstream.post(
             cand.provider.url + "/chat/completions",
-            content=payload,
-            headers=gateway._headers(cand, meta),
-            timeout=gateway._timeout(timeout_s),
+            payload,
+            gateway._headers(cand, meta),
+            timeout_s,
         )
-        response = await client.send(request, stream=True)
         if response.status_code != 200:
-            await response.aread()
-            return response, None
-        chunks = response.aiter_raw()
+            return response, StreamStart(await Upstream.read(response), None)
+        chunks = Upstream.chunks(response)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -76,7 +80,7 @@ async def start_stream(
         except BaseException:
             await response.aclose()
             raise
-        return response, (first, chunks)
+        return response, StreamStart(first, chunks)
 
     try:
         result = await run_attempts(
@@ -96,9 +100,9 @@ async def start_stream(
         meta, result.retries, sum(1 for r in result.attempts if r.skipped is None)
     )
     headers.append((b"x-arbstr-provider", cand.provider.name.encode()))
-    if not result.success or result.extra is None:
+    if not result.success or result.extra.chunks is None:
         # a client error (4xx) from the upstream goes back as it was sent
-        content = result.response.content
+        content = result.extra.first
         headers.append(
             (
                 b"content-type",
@@ -121,15 +125,15 @@ async def start_stream(
 
 async def _relay(
     gateway: Gateway,
-    result: AttemptResult[tuple[bytes, AsyncIterator[bytes]] | None],
+    result: AttemptResult[StreamStart],
     view: ChatView,
     plan: RoutePlan,
     meta: RequestMeta,
     record: RequestRecord,
 ) -> AsyncIterator[bytes]:
     """Forward upstream events untouched; end with our trailer, or with a visible error event."""
-    assert result.extra is not None
-    first, chunks = result.extra
+    first, chunks = result.extra.first, result.extra.chunks
+    assert chunks is not None
     response = result.response
     cand = result.candidate
     wants_usage = bool(view.stream_options and view.stream_options.include_usage)
