@@ -93,9 +93,21 @@ class SseSplitter:
         return events
 
     def flush(self) -> list[SseEvent]:
-        """End of stream: whatever is buffered, passed through as an incomplete event."""
-        rest, self._buf, self._skipping = self._buf, b"", False
-        return [SseEvent(rest, complete=False)] if rest else []
+        """End of stream: complete events still buffered (a trailing CR ends a line now), then
+        whatever is left, passed through as an incomplete event."""
+        rest, self._buf = self._buf, b""
+        events: list[SseEvent] = []
+        start = 0
+        while not self._skipping and start < len(rest):
+            end = self._boundary(rest, start, final=True)
+            if end < 0:
+                break
+            events.append(_parse(rest[start:end]))
+            start = end
+        self._skipping = False
+        if start < len(rest):
+            events.append(SseEvent(rest[start:], complete=False))
+        return events
 
     @staticmethod
     def _longest_line(buf: bytes) -> int:
@@ -103,7 +115,7 @@ class SseSplitter:
         return len(buf) - last - 1
 
     @staticmethod
-    def _boundary(buf: bytes, start: int) -> int:
+    def _boundary(buf: bytes, start: int, final: bool = False) -> int:
         """Index just past the first blank line at or after `start`, or -1 (need more bytes)."""
         first = buf[start : start + 1]
         if first not in (b"\n", b"\r"):
@@ -118,9 +130,9 @@ class SseSplitter:
             if lf < 0 and cr < 0:
                 return -1
             if cr >= 0 and (lf < 0 or cr < lf):
-                if cr + 1 >= n:
+                if cr + 1 >= n and not final:
                     return -1  # a CR at the end: wait to see whether an LF follows
-                eol, end = cr, cr + 2 if buf[cr + 1] == 0x0A else cr + 1
+                eol, end = cr, cr + 2 if cr + 1 < n and buf[cr + 1] == 0x0A else cr + 1
             else:
                 eol, end = lf, lf + 1
             if eol == pos:

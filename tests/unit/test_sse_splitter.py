@@ -1,0 +1,135 @@
+"""The SSE splitter and observer: framing rules, and any chunking gives the same events."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arbstr.upstream.sse import Action, SseEvent, SseSplitter, StreamObserver
+
+
+def split(chunks: list[bytes], **kw: int) -> list[SseEvent]:
+    splitter = SseSplitter(**kw)
+    events: list[SseEvent] = []
+    for chunk in chunks:
+        events += splitter.feed(chunk)
+    return events + splitter.flush()
+
+
+def fields(events: list[SseEvent]) -> list[tuple[bytes | None, str | None, str | None]]:
+    return [(e.data, e.event, e.id) for e in events if e.complete]
+
+
+def test_line_endings_and_fields() -> None:
+    stream = (
+        b'data: {"a":1}\n\n'
+        b": a comment\r\nevent: delta\r\nid: 42\r\nretry: 100\r\ndata:no-space\r\ndata: two\r\n\r\n"
+        b"data: cr-only\r\r"
+        b"data: [DONE]\n\n"
+    )
+    events = split([stream])
+    assert fields(events) == [
+        (b'{"a":1}', None, None),
+        (b"no-space\ntwo", "delta", "42"),
+        (b"cr-only", None, None),
+        (b"[DONE]", None, None),
+    ]
+    assert events[-1].is_done
+    assert b"".join(e.raw for e in events) == stream
+
+
+def test_crlf_split_across_chunks() -> None:
+    events = split([b"data: x\r", b"\n\r", b"\ndata: y\r\n\r\n"])
+    assert fields(events) == [(b"x", None, None), (b"y", None, None)]
+
+
+def test_incomplete_tail_is_flushed_as_passthrough() -> None:
+    events = split([b"data: whole\n\ndata: cut"])
+    assert fields(events) == [(b"whole", None, None)]
+    assert events[-1].raw == b"data: cut"
+    assert not events[-1].complete
+
+
+def test_oversized_line_passes_through_with_bounded_buffer() -> None:
+    splitter = SseSplitter(max_line_bytes=64)
+    out = splitter.feed(b"data: " + b"x" * 100)
+    assert len(out) == 1
+    assert not out[0].complete
+    assert out[0].data is None
+    assert len(splitter._buf) == 0
+    out += splitter.feed(b"y" * 100 + b"\n\ndata: ok\n\n")
+    assert b"".join(e.raw for e in out) == b"data: " + b"x" * 100 + b"y" * 100 + b"\n\ndata: ok\n\n"
+    assert out[-1].data == b"ok"
+
+
+def test_observer_usage_done_drop_and_errors() -> None:
+    usage_chunk = (
+        b'data: {"id":"1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n'
+    )
+    content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+    events = split([content, usage_chunk, b"data: [DONE]\n\n"])
+    keep = StreamObserver(forward_usage_chunk=True)
+    assert [keep.observe(e) for e in events] == [Action.FORWARD, Action.FORWARD, Action.DONE]
+    hide = StreamObserver(forward_usage_chunk=False)
+    assert [hide.observe(e) for e in events] == [Action.FORWARD, Action.DROP, Action.DONE]
+    assert hide.usage is not None
+    assert (hide.usage.prompt_tokens, hide.usage.completion_tokens) == (3, 4)
+    assert hide.done_seen
+    assert not hide.garbage
+
+    bad = StreamObserver()
+    assert bad.observe(split([b"data: {not json\n\n"])[0]) is Action.DROP
+    assert bad.garbage
+    err = StreamObserver()
+    err.observe(split([b'data: {"error":{"message":"overloaded","code":"x"}}\n\n'])[0])
+    assert err.upstream_error == "overloaded"
+
+
+texts = st.text(
+    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40
+)
+event_st = st.tuples(
+    st.lists(texts, min_size=1, max_size=3),
+    st.none() | texts.filter(bool),
+    st.none() | texts.filter(bool),
+)
+
+
+def serialise(events: list[tuple[list[str], str | None, str | None]], eol: bytes) -> bytes:
+    out = b""
+    for data, name, ident in events:
+        if name is not None:
+            out += b"event: " + name.encode() + eol
+        if ident is not None:
+            out += b"id: " + ident.encode() + eol
+        for line in data:
+            out += b"data: " + line.encode() + eol
+        out += eol
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(event_st, min_size=1, max_size=8), st.sampled_from([b"\n", b"\r\n", b"\r"]), st.data()
+)
+def test_any_split_yields_the_same_events(
+    events: list[tuple[list[str], str | None, str | None]], eol: bytes, data: st.DataObject
+) -> None:
+    stream = serialise(events, eol)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(stream) - 1)), max_size=12)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    whole = split([stream])
+    parts = split(chunks)
+    assert fields(parts) == fields(whole)
+    assert b"".join(e.raw for e in parts) == stream
+    expected = [("\n".join(d).encode(), n.strip() if n else n, i) for d, n, i in events]
+    got = [(d, n.strip() if n else n, i) for d, n, i in fields(whole)]
+    assert [g[0] for g in got] == [e[0] for e in expected]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.data())
+def test_arbitrary_bytes_never_lose_a_byte(blob: bytes, data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(blob))), max_size=10)))
+    chunks = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
+    assert b"".join(e.raw for e in split(chunks, max_line_bytes=32)) == blob
