@@ -23,6 +23,8 @@ from arbstr.attempts import Health
 from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.records import MemorySink, RecordSink
+from arbstr.reliability.shared import StateSync
+from arbstr.stores.state import StateStore, open_state_store
 from arbstr.upstream.client import Upstream
 
 __all__ = ["create_app"]
@@ -30,7 +32,9 @@ __all__ = ["create_app"]
 log = logging.getLogger("arbstr")
 
 
-def create_app(settings: Settings, sink: RecordSink | None = None) -> Litestar:
+def create_app(
+    settings: Settings, sink: RecordSink | None = None, state_store: StateStore | None = None
+) -> Litestar:
     """Build the ASGI app; the shared client, health state and gateway live in the lifespan."""
 
     @asynccontextmanager
@@ -40,7 +44,14 @@ def create_app(settings: Settings, sink: RecordSink | None = None) -> Litestar:
             connect_timeout_s=server.connect_timeout_s, read_timeout_s=server.request_timeout_s
         )
         health_state = Health.create(settings.config.reliability, settings.providers)
-        app.state.gateway = Gateway(settings, upstream, sink or MemorySink(), health_state)
+        gateway = Gateway(settings, upstream, sink or MemorySink(), health_state)
+        app.state.gateway = gateway
+        sync: StateSync | None = None
+        if settings.config.state.backend == "database":
+            store = state_store or open_state_store(settings.config.database.effective_url)
+            sync = StateSync(store, health_state, settings.config.state.sync_interval_s)
+            await sync.start()
+            gateway.ready_checks["state"] = store.ping
         # httpx logs every upstream request at INFO: per-request work on the hot path
         for name in ("httpx", "httpx2", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -49,6 +60,8 @@ def create_app(settings: Settings, sink: RecordSink | None = None) -> Litestar:
         try:
             yield
         finally:
+            if sync is not None:
+                await sync.aclose()
             await upstream.aclose()
 
     return Litestar(

@@ -14,8 +14,8 @@ import httpx
 from arbstr.config import Provider, ReliabilityConfig
 from arbstr.errors import ArbstrError, UpstreamTimeout
 from arbstr.records import AttemptRow
-from arbstr.reliability.circuit import Admission, BreakerRegistry
-from arbstr.reliability.cooldown import CooldownTracker, ManualLimiter
+from arbstr.reliability.circuit import Admission, BreakerRegistry, State
+from arbstr.reliability.cooldown import CooldownTracker, Key, ManualLimiter
 from arbstr.reliability.ratelimit_headers import parse_quota
 from arbstr.reliability.retry import (
     Action,
@@ -44,6 +44,14 @@ class Health:
     cooldowns: CooldownTracker
     limiter: ManualLimiter
     latency: dict[str, Ewma] = field(default_factory=dict)
+    # what changed since the last sync with other replicas (only read when state is shared)
+    dirty_circuits: set[str] = field(default_factory=set)
+    dirty_cooldowns: set[Key] = field(default_factory=set)
+
+    def record_stream_failure(self, provider: str) -> None:
+        """A stream that died after its first byte counts against the provider's circuit."""
+        self.breakers.get(provider).record_failure()
+        self.dirty_circuits.add(provider)
 
     @classmethod
     def create(cls, config: ReliabilityConfig, providers: Sequence[Provider] = ()) -> Health:
@@ -166,6 +174,7 @@ async def run_attempts(
             if remaining <= 0:
                 if admission is Admission.PROBE:
                     breaker.release_probe()
+                    health.dirty_circuits.add(prov.name)
                 raise LoopFailed(_timeout(request_timeout_s), rows, retries)
             timeout_s = min(prov.timeout_s or remaining, remaining)
             t0 = time.monotonic()
@@ -184,7 +193,9 @@ async def run_attempts(
             outcome = classify(status, kind)
             if outcome is Action.SUCCESS or outcome is Action.RETURN_TO_CLIENT:
                 assert response is not None
-                breaker.record_success()
+                if breaker.failure_count or breaker.state is not State.CLOSED:
+                    breaker.record_success()
+                    health.dirty_circuits.add(prov.name)
                 _learn(health, cand, response, elapsed, now_wall())
                 rows.append(
                     AttemptRow(
@@ -218,12 +229,16 @@ async def run_attempts(
             retries.add(prov.name)
             if counts_against_circuit(outcome, status):
                 breaker.record_failure()
+                health.dirty_circuits.add(prov.name)
             elif admission is Admission.PROBE:
                 breaker.record_success()
+                health.dirty_circuits.add(prov.name)
             if outcome is Action.NEXT_COOLDOWN and response is not None:
                 found = rate_limit_headers(response) or {}
                 seconds, reason = cooldown_for(status or 429, found, cfg, now_wall())
-                health.cooldowns.set((prov.name, None if status == 402 else model), seconds, reason)
+                key = (prov.name, None if status == 402 else model)
+                health.cooldowns.set(key, seconds, reason)
+                health.dirty_cooldowns.add(key)
             elif outcome is Action.NEXT_KEY_PROBLEM:
                 log.error(
                     "provider %s rejected its API key (HTTP %s): check its key", prov.name, status
@@ -267,7 +282,10 @@ def _learn(
         found = rate_limit_headers(response)
         quota = parse_quota(found, wall) if found else None
         if quota is not None:
-            health.cooldowns.record_quota((name, cand.upstream_model), quota)
+            key = (name, cand.upstream_model)
+            health.cooldowns.record_quota(key, quota, health.config.cooldown_default_s)
+            if quota.exhausted:
+                health.dirty_cooldowns.add(key)
 
 
 def _describe(status: int | None, kind: str | None, response: httpx.Response | None) -> str:

@@ -66,7 +66,7 @@ class DatabaseConfig(_Base):
 
 class StateConfig(_Base):
     backend: Literal["memory", "database"] = "memory"
-    sync_interval_s: float = 1.0
+    sync_interval_s: float = 0.25  # publish + poll period: another replica sees a change < 1 s
 
 
 class ReliabilityConfig(_Base):

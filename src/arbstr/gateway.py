@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,7 @@ class Gateway:
         self.health = health
         self.router = Router(settings)
         self.started_at = time.time()
+        self.ready_checks: dict[str, Callable[[], Awaitable[bool]]] = {}
         server = settings.config.server
         self.max_body_bytes = server.max_body_bytes
         self.request_timeout_s = server.request_timeout_s
@@ -373,7 +374,9 @@ class Gateway:
         return self.health.report([p.name for p in self.settings.providers])
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
-        return True, {}
+        """Ready when every store answers."""
+        results = {name: await check() for name, check in self.ready_checks.items()}
+        return all(results.values()), {"checks": results}
 
 
 def _calls(rows: list[AttemptRow]) -> list[AttemptRow]:

@@ -196,7 +196,7 @@ async def _relay(
             yield b"data: " + _encoder.encode(trailer) + b"\n\n" + _DONE
         else:
             _finish_usage(record, observer, cand)
-            gateway.health.breakers.get(cand.provider.name).record_failure()
+            gateway.health.record_stream_failure(cand.provider.name)
             error = {
                 "error": {
                     "message": error_message,
