@@ -11,7 +11,7 @@ from litestar import Litestar
 
 from arbstr.api.deps import dependencies
 from arbstr.api.errors import exception_handlers
-from arbstr.api.health import health, live, ratelimits, ready
+from arbstr.api.health import health, live, metrics_route, ratelimits, ready
 from arbstr.api.openai import (
     chat_completions,
     cost_estimate,
@@ -24,7 +24,9 @@ from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.records import MemorySink, RecordSink
 from arbstr.reliability.shared import StateSync
+from arbstr.routing.resolve import list_models as configured_models
 from arbstr.stores.state import StateStore, open_state_store
+from arbstr.telemetry import Metrics, MetricsSink
 from arbstr.upstream.client import Upstream
 
 __all__ = ["create_app"]
@@ -44,7 +46,14 @@ def create_app(
             connect_timeout_s=server.connect_timeout_s, read_timeout_s=server.request_timeout_s
         )
         health_state = Health.create(settings.config.reliability, settings.providers)
-        gateway = Gateway(settings, upstream, sink or MemorySink(), health_state)
+        names = [p.name for p in settings.providers]
+        models = configured_models(settings.providers, settings.config.chains)
+        metrics = Metrics(names, [m for m, _ in models])
+        metrics.attach(lambda: {n: health_state.breakers.get(n).snapshot().state for n in names})
+        app.state.metrics = metrics
+        gateway = Gateway(
+            settings, upstream, MetricsSink(metrics, sink or MemorySink()), health_state
+        )
         app.state.gateway = gateway
         sync: StateSync | None = None
         if settings.config.state.backend == "database":
@@ -75,6 +84,7 @@ def create_app(
             live,
             ready,
             ratelimits,
+            metrics_route,
         ],
         dependencies=dependencies,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

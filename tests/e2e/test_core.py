@@ -217,3 +217,16 @@ def test_models_cost_providers_health(stack: StackFactory) -> None:
         assert health["providers"]["a"]["state"] == "closed"
         assert c.get("/health/live").status_code == 200
     assert sim_stats(s.sims.urls[1])["chat_hits"] == 0  # /v1/cost never calls upstream
+
+
+def test_metrics_endpoint(stack: StackFactory) -> None:
+    s = three(stack)
+    sdk(s.url).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    httpx.post(f"{s.url}/v1/chat/completions", json={"model": "no-such"}, timeout=5)
+    text = httpx.get(f"{s.url}/metrics", timeout=5).text
+    assert 'arbstr_requests_total{model="other",provider="none",status="4xx",streaming="false"} 1.0' in text
+    assert 'arbstr_requests_total{model="gpt-4o-mini",provider="cheap",status="2xx",streaming="false"} 1.0' in text
+    assert 'arbstr_errors_total{code="invalid_request"} 1.0' in text
+    assert 'arbstr_circuit_state{provider="cheap"} 0.0' in text
+    assert "arbstr_gateway_overhead_seconds_bucket" in text
+    assert 'arbstr_cost_sats_total{model="gpt-4o-mini",provider="cheap"}' in text

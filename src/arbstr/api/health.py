@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from typing import Any
+
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from arbstr.api.deps import GatewayDep, json_response
+from arbstr.telemetry import Metrics
 
-__all__ = ["health", "live", "ratelimits", "ready"]
+__all__ = ["health", "live", "metrics_route", "ratelimits", "ready"]
 
 
 @get("/health", sync_to_thread=False)
@@ -33,3 +37,10 @@ async def ready(gateway: GatewayDep) -> Response[bytes]:
 def ratelimits(gateway: GatewayDep) -> Response[bytes]:
     """Per provider/model: available, tracking or exhausted, cooldown end, last quota."""
     return json_response({"ratelimits": gateway.health.cooldowns.snapshot()})
+
+
+@get("/metrics", sync_to_thread=False, name="metrics")
+def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus text format: requests, errors, latency, overhead, tokens, cost, circuits."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from arbstr.cli.config_cmds import ConfigOpt, load_or_exit, out
+from arbstr.secrets import convention_var
 
 __all__ = ["Server", "demo", "run_server", "serve"]
 
@@ -114,7 +115,6 @@ def demo_config(urls: list[str], listen: str, db: str) -> str:
             "[[providers]]",
             f'name = "{name}"',
             f'url = "{url}"',
-            f'api_key = "sim-{name}-key-not-secret"',
             'models = ["gpt-4o-mini", "gpt-4o"]',
             f"input_rate = {inp}",
             f"output_rate = {outp}",
@@ -144,6 +144,8 @@ def demo(listen: ListenOpt = None, server: ServerOpt = Server.granian) -> None:
         path.write_text(demo_config(cluster.urls, listen, str(workdir / "arbstr.db")))
         path.chmod(0o600)
         os.environ["ARBSTR_CONFIG"] = str(path)
+        for name, *_ in DEMO_PROVIDERS:  # keys by the env convention, as a real setup should
+            os.environ[convention_var(name)] = f"sim-{name}-key-not-a-secret"
         base = f"http://{host}:{port}"
         out.print("arbstr demo: three SIMULATED providers (no real API is called)", style="bold")
         for (name, _p, inp, outp, fee, desc), url in zip(DEMO_PROVIDERS, cluster.urls, strict=True):

@@ -1,0 +1,125 @@
+"""Prometheus metrics from request records, with bounded label cardinality; one registry per app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from arbstr.records import RecordSink, RequestRecord
+
+__all__ = ["Metrics", "MetricsSink"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+_CIRCUIT = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class _Live(Collector):
+    """Gauges read at scrape time: circuit states and recorder figures."""
+
+    def __init__(
+        self,
+        circuits: Callable[[], dict[str, str]],
+        recorder: Callable[[], dict[str, float]] | None,
+    ) -> None:
+        self.circuits, self.recorder = circuits, recorder
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "arbstr_circuit_state",
+            "Circuit per provider: 0 closed, 1 half-open, 2 open",
+            labels=["provider"],
+        )
+        for name, state in self.circuits().items():
+            family.add_metric([name], _CIRCUIT.get(state, 0.0))
+        yield family
+        if self.recorder is not None:
+            for key, value in self.recorder().items():
+                yield GaugeMetricFamily(f"arbstr_recorder_{key}", f"Recorder: {key}", value=value)
+
+
+class Metrics:
+    """Counters and histograms of requests; the `model` label is bounded: configured models
+    plus the first 50 others that succeeded, then `other`."""
+
+    def __init__(self, providers: Iterable[str], known_models: Iterable[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.providers = frozenset(providers)
+        self.models = set(known_models)
+        self.max_models = len(self.models) + 50
+        labels = ["provider", "model"]
+        self.requests = Counter(
+            "arbstr_requests",
+            "Requests by outcome",
+            [*labels, "status", "streaming"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "arbstr_errors", "Failed requests by error code", ["code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "arbstr_request_latency_seconds",
+            "Whole-request latency",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "arbstr_gateway_overhead_seconds",
+            "Gateway time excluding upstream",
+            ["provider"],
+            buckets=_OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "arbstr_tokens", "Tokens by kind", [*labels, "kind"], registry=self.registry
+        )
+        self.cost = Counter("arbstr_cost_sats", "Cost in sats", labels, registry=self.registry)
+
+    def attach(
+        self,
+        circuits: Callable[[], dict[str, str]],
+        recorder: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.registry.register(_Live(circuits, recorder))
+
+    def observe(self, r: RequestRecord) -> None:
+        provider = r.provider if r.provider in self.providers else "none"
+        model = r.model or "none"
+        if model not in self.models:
+            # a client can send any model name: label the first few, then fold into "other"
+            if r.success and len(self.models) < self.max_models:
+                self.models.add(model)
+            else:
+                model = "other"
+        status = str(r.status // 100) + "xx" if r.status else "0"
+        self.requests.labels(provider, model, status, "true" if r.streaming else "false").inc()
+        if not r.success:
+            self.errors.labels(r.error_code or "unknown").inc()
+        if r.latency_ms is not None:
+            self.latency.labels(provider, model).observe(r.latency_ms / 1000)
+        if r.overhead_ms is not None:
+            self.overhead.labels(provider).observe(r.overhead_ms / 1000)
+        if r.input_tokens:
+            self.tokens.labels(provider, model, "input").inc(r.input_tokens)
+        if r.output_tokens:
+            self.tokens.labels(provider, model, "output").inc(r.output_tokens)
+        if r.cost_sats:
+            self.cost.labels(provider, model).inc(r.cost_sats)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsSink:
+    """A `RecordSink` that counts each record, then hands it on."""
+
+    def __init__(self, metrics: Metrics, inner: RecordSink) -> None:
+        self.metrics, self.inner = metrics, inner
+
+    def submit(self, record: RequestRecord) -> None:
+        self.metrics.observe(record)
+        self.inner.submit(record)
