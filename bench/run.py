@@ -219,7 +219,7 @@ def main() -> None:
     ap.add_argument(
         "--upstream", help="use this upstream base URL instead of starting the simulator"
     )
-    ap.add_argument("--server", default="granian", choices=["granian", "uvicorn"])
+    ap.add_argument("--server", default="uvicorn", choices=["granian", "uvicorn"])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true", help="gateway on CPU 0, upstream+client on CPU 1")
     ap.add_argument("--concurrency", default="1,16,64")

@@ -224,8 +224,14 @@ def test_metrics_endpoint(stack: StackFactory) -> None:
     sdk(s.url).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     httpx.post(f"{s.url}/v1/chat/completions", json={"model": "no-such"}, timeout=5)
     text = httpx.get(f"{s.url}/metrics", timeout=5).text
-    assert 'arbstr_requests_total{model="other",provider="none",status="4xx",streaming="false"} 1.0' in text
-    assert 'arbstr_requests_total{model="gpt-4o-mini",provider="cheap",status="2xx",streaming="false"} 1.0' in text
+    assert (
+        'arbstr_requests_total{model="other",provider="none",status="4xx",streaming="false"} 1.0'
+        in text
+    )
+    assert (
+        'arbstr_requests_total{model="gpt-4o-mini",provider="cheap",status="2xx",streaming="false"} 1.0'
+        in text
+    )
     assert 'arbstr_errors_total{code="invalid_request"} 1.0' in text
     assert 'arbstr_circuit_state{provider="cheap"} 0.0' in text
     assert "arbstr_gateway_overhead_seconds_bucket" in text

@@ -27,7 +27,9 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def run_server(host: str, port: int, workers: int, server: Server, level: str = "info") -> None:
+def run_server(
+    host: str, port: int, workers: int, server: Server, level: str = "info", grace_s: float = 10.0
+) -> None:
     """Serve `arbstr.app:app` (built from $ARBSTR_CONFIG in each worker)."""
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,6 +61,7 @@ def run_server(host: str, port: int, workers: int, server: Server, level: str = 
         access_log=False,
         log_level=level,
         lifespan="on",
+        timeout_graceful_shutdown=grace_s,
     )
 
 
@@ -73,7 +76,7 @@ def serve(
     config: ConfigOpt = None,
     listen: ListenOpt = None,
     workers: WorkersOpt = None,
-    server: ServerOpt = Server.granian,
+    server: ServerOpt = Server.uvicorn,
     demo_mode: Annotated[bool, typer.Option("--demo", help="Same as `arbstr demo`")] = False,
 ) -> None:
     """Run the gateway."""
@@ -88,7 +91,14 @@ def serve(
     out.print(
         f"arbstr listening on http://{host}:{port} ({n} worker(s), {server.value})", markup=False
     )
-    run_server(host, port, n, server, settings.config.logging.level)
+    run_server(
+        host,
+        port,
+        n,
+        server,
+        settings.config.logging.level,
+        settings.config.server.shutdown_grace_s,
+    )
 
 
 DEMO_PROVIDERS = (
@@ -129,7 +139,7 @@ def demo_config(urls: list[str], listen: str, db: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def demo(listen: ListenOpt = None, server: ServerOpt = Server.granian) -> None:
+def demo(listen: ListenOpt = None, server: ServerOpt = Server.uvicorn) -> None:
     """Three local simulated providers (cheap+flaky, rate-limited, steady) behind the gateway."""
     from arbstr.sim import SimProfile, builtin_profile, run_in_thread
 
