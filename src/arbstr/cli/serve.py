@@ -61,7 +61,7 @@ def run_server(
         access_log=False,
         log_level=level,
         lifespan="on",
-        timeout_graceful_shutdown=grace_s,
+        timeout_graceful_shutdown=max(1, round(grace_s)),
     )
 
 
