@@ -19,12 +19,15 @@ from arbstr.api.openai import (
     list_models,
     list_providers,
 )
+from arbstr.api.stats import get_request, list_requests, stats, timeseries
 from arbstr.attempts import Health
 from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
-from arbstr.records import MemorySink, RecordSink
+from arbstr.recorder import Recorder
+from arbstr.records import RecordSink
 from arbstr.reliability.shared import StateSync
 from arbstr.routing.resolve import list_models as configured_models
+from arbstr.stores.requestlog import RequestLog, open_request_log
 from arbstr.stores.state import StateStore, open_state_store
 from arbstr.telemetry import Metrics, MetricsSink
 from arbstr.upstream.client import Upstream
@@ -35,9 +38,15 @@ log = logging.getLogger("arbstr")
 
 
 def create_app(
-    settings: Settings, sink: RecordSink | None = None, state_store: StateStore | None = None
+    settings: Settings,
+    sink: RecordSink | None = None,
+    state_store: StateStore | None = None,
+    request_log: RequestLog | None = None,
 ) -> Litestar:
-    """Build the ASGI app; the shared client, health state and gateway live in the lifespan."""
+    """Build the ASGI app; the shared client, stores, recorder and gateway live in the lifespan.
+
+    `sink` (tests) receives every record too, beside the recorder.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -49,11 +58,21 @@ def create_app(
         names = [p.name for p in settings.providers]
         models = configured_models(settings.providers, settings.config.chains)
         metrics = Metrics(names, [m for m, _ in models])
-        metrics.attach(lambda: {n: health_state.breakers.get(n).snapshot().state for n in names})
-        app.state.metrics = metrics
-        gateway = Gateway(
-            settings, upstream, MetricsSink(metrics, sink or MemorySink()), health_state
+        db = settings.config.database
+        log_store = request_log or open_request_log(db.effective_url)
+        if db.migrate_on_start:
+            await log_store.migrate()
+        recorder = Recorder(log_store, spill_path=spill_path(settings))
+        await recorder.start()
+        app.state.request_log = log_store
+        metrics.attach(
+            lambda: {n: health_state.breakers.get(n).snapshot().state for n in names},
+            recorder.figures,
         )
+        app.state.metrics = metrics
+        sinks: list[RecordSink] = [recorder] if sink is None else [recorder, sink]
+        gateway = Gateway(settings, upstream, MetricsSink(metrics, sinks), health_state)
+        gateway.ready_checks["request_log"] = log_store.ping
         app.state.gateway = gateway
         sync: StateSync | None = None
         if settings.config.state.backend == "database":
@@ -72,6 +91,8 @@ def create_app(
             if sync is not None:
                 await sync.aclose()
             await upstream.aclose()
+            await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
+            await log_store.aclose()
 
     return Litestar(
         route_handlers=[
@@ -85,6 +106,10 @@ def create_app(
             ready,
             ratelimits,
             metrics_route,
+            stats,
+            timeseries,
+            list_requests,
+            get_request,
         ],
         dependencies=dependencies,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
@@ -92,6 +117,17 @@ def create_app(
         openapi_config=None,
         debug=False,
     )
+
+
+def spill_path(settings: Settings) -> str:
+    """Where records go when the database cannot keep up: beside the SQLite file, or ./."""
+    db = settings.config.database
+    if db.spill_path:
+        return db.spill_path
+    url = db.effective_url
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return url.removeprefix("sqlite:///") + ".spill.jsonl"
+    return "arbstr-spill.jsonl"
 
 
 def __getattr__(name: str) -> Any:

@@ -56,6 +56,7 @@ class DatabaseConfig(_Base):
     path: str | None = None  # the original arbstr shape
     migrate_on_start: bool = True
     log_bodies: bool = False
+    spill_path: str | None = None  # default: <sqlite file>.spill.jsonl, else ./arbstr-spill.jsonl
 
     @property
     def effective_url(self) -> str:

@@ -117,9 +117,10 @@ class Metrics:
 class MetricsSink:
     """A `RecordSink` that counts each record, then hands it on."""
 
-    def __init__(self, metrics: Metrics, inner: RecordSink) -> None:
+    def __init__(self, metrics: Metrics, inner: list[RecordSink]) -> None:
         self.metrics, self.inner = metrics, inner
 
     def submit(self, record: RequestRecord) -> None:
         self.metrics.observe(record)
-        self.inner.submit(record)
+        for sink in self.inner:
+            sink.submit(record)

@@ -1,0 +1,158 @@
+"""Stats and the request browser: parameters validated here, answered by the request log."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
+
+from arbstr.api.deps import json_response
+from arbstr.errors import BadRequest, NotFound
+from arbstr.stores.requestlog import RequestLog
+from arbstr.stores.requestlog.base import ListQuery, StatsQuery
+
+__all__ = [
+    "get_request",
+    "list_requests",
+    "parse_list_query",
+    "parse_stats_query",
+    "request_log_dependency",
+    "stats",
+    "timeseries",
+]
+
+RANGES = {"last_1h": 3600, "last_24h": 86400, "last_7d": 7 * 86400, "last_30d": 30 * 86400}
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _time(params: dict[str, str], name: str) -> float | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an ISO 8601 time, got '{value}'", param=name) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _choice(
+    params: dict[str, str], name: str, choices: tuple[str, ...], default: str | None
+) -> Any:
+    value = params.get(name, default)
+    if value is not None and value not in choices:
+        raise BadRequest(f"'{name}' must be one of {', '.join(choices)}", param=name)
+    return value
+
+
+def _bool(params: dict[str, str], name: str) -> bool | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if value.lower() not in _BOOL:
+        raise BadRequest(f"'{name}' must be true, false, 1 or 0", param=name)
+    return _BOOL[value.lower()]
+
+
+def _int(params: dict[str, str], name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an integer", param=name) from None
+
+
+def parse_stats_query(params: dict[str, str], now: float | None = None) -> StatsQuery:
+    """`range` or `since`/`until` (ISO 8601; `since` wins over `range`), `model`, `provider`."""
+    now = time.time() if now is None else now
+    window = RANGES[_choice(params, "range", tuple(RANGES), "last_7d")]
+    until = _time(params, "until") or now
+    since = _time(params, "since")
+    if since is None:
+        since = until - window
+    if since >= until:
+        raise BadRequest("'since' must be before 'until'", param="since")
+    return StatsQuery(
+        since=since,
+        until=until,
+        model=params.get("model") or None,
+        provider=params.get("provider") or None,
+    )
+
+
+def parse_list_query(params: dict[str, str], now: float | None = None) -> ListQuery:
+    base = parse_stats_query(params, now)
+    page = _int(params, "page", 1)
+    if page < 1:
+        raise BadRequest("'page' must be >= 1", param="page")
+    per_page = min(100, max(1, _int(params, "per_page", 20)))
+    return ListQuery(
+        since=base.since, until=base.until, model=base.model, provider=base.provider,
+        success=_bool(params, "success"), streaming=_bool(params, "streaming"),
+        sort=_choice(params, "sort", ("timestamp", "cost_sats", "latency_ms"), "timestamp"),
+        order=_choice(params, "order", ("asc", "desc"), "desc"),
+        page=page, per_page=per_page,
+    )  # fmt: skip
+
+
+RequestLogDep = NamedDependency[RequestLog]
+
+
+def _provide(state: State) -> RequestLog:
+    store: RequestLog = state.request_log
+    return store
+
+
+request_log_dependency = {"request_log": Provide(_provide, sync_to_thread=False)}
+
+
+def _params(request: Request[Any, Any, Any]) -> dict[str, str]:
+    return {k: v for k, v in request.query_params.items()}
+
+
+@get("/v1/stats", dependencies=request_log_dependency)
+async def stats(request: Request[Any, Any, Any], request_log: RequestLogDep) -> Response[bytes]:
+    """Totals, costs, latency percentiles and savings over a time range, optionally grouped."""
+    params = _params(request)
+    query = parse_stats_query(params)
+    group = _choice(params, "group_by", ("model", "provider"), None)
+    return json_response(await request_log.stats(query, group))
+
+
+@get("/v1/stats/timeseries", dependencies=request_log_dependency)
+async def timeseries(
+    request: Request[Any, Any, Any], request_log: RequestLogDep
+) -> Response[bytes]:
+    """Per-bucket counts and costs (minute, hour or day) for charts."""
+    params = _params(request)
+    bucket = _choice(params, "bucket", ("minute", "hour", "day"), "hour")
+    query = parse_stats_query(params)
+    if bucket == "minute" and query.until - query.since > 2 * 86400:
+        raise BadRequest("minute buckets cover at most 2 days; use hour or day", param="bucket")
+    return json_response(await request_log.timeseries(query, bucket))
+
+
+@get("/v1/requests", dependencies=request_log_dependency)
+async def list_requests(
+    request: Request[Any, Any, Any], request_log: RequestLogDep
+) -> Response[bytes]:
+    """Recorded requests, filtered, sorted (whitelisted columns) and paged."""
+    return json_response(await request_log.list(parse_list_query(_params(request))))
+
+
+@get("/v1/requests/{request_id:str}", dependencies=request_log_dependency)
+async def get_request(request_id: FromPath[str], request_log: RequestLogDep) -> Response[bytes]:
+    """One request with every recorded column and its attempts."""
+    detail = await request_log.get(request_id)
+    if detail is None:
+        raise NotFound(f"no request with id '{request_id}'", param="request_id")
+    return json_response(detail)

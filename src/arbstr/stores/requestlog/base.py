@@ -1,0 +1,179 @@
+"""The `RequestLog` protocol and its query and result types (their JSON is the HTTP contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import msgspec
+
+from arbstr.records import RequestRecord
+
+__all__ = [
+    "Costs",
+    "Counts",
+    "GroupStats",
+    "ListQuery",
+    "MigrationStatus",
+    "Page",
+    "Performance",
+    "RequestDetail",
+    "RequestLog",
+    "RequestSummary",
+    "StatsQuery",
+    "StatsResult",
+    "Timeseries",
+    "TimeseriesPoint",
+]
+
+SortColumn = Literal["timestamp", "cost_sats", "latency_ms"]
+GroupBy = Literal["model", "provider"]
+Bucket = Literal["minute", "hour", "day"]
+
+
+class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    since: float
+    until: float
+    model: str | None = None
+    provider: str | None = None
+
+
+class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    since: float
+    until: float
+    model: str | None = None
+    provider: str | None = None
+    success: bool | None = None
+    streaming: bool | None = None
+    sort: SortColumn = "timestamp"
+    order: Literal["asc", "desc"] = "desc"
+    page: int = 1
+    per_page: int = 20
+
+
+class Counts(msgspec.Struct):
+    total: int = 0
+    success: int = 0
+    error: int = 0
+    streaming: int = 0
+
+
+class Costs(msgspec.Struct):
+    total_cost_sats: float = 0.0
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+
+
+class Performance(msgspec.Struct):
+    avg_latency_ms: float | None = None
+    p50_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+
+
+class GroupStats(msgspec.Struct):
+    counts: Counts
+    costs: Costs
+    performance: Performance
+
+
+class StatsResult(msgspec.Struct, omit_defaults=True):
+    since: str
+    until: str
+    counts: Counts
+    costs: Costs
+    performance: Performance
+    savings_sats: float = 0.0
+    percentiles: str = "exact"  # exact | approximate (from hourly histograms)
+    models: dict[str, GroupStats] | None = None
+    providers: dict[str, GroupStats] | None = None
+
+
+class TimeseriesPoint(msgspec.Struct):
+    start: str
+    counts: Counts
+    costs: Costs
+
+
+class Timeseries(msgspec.Struct):
+    bucket: str
+    since: str
+    until: str
+    data: list[TimeseriesPoint]
+
+
+class Tokens(msgspec.Struct):
+    input: int | None
+    output: int | None
+
+
+class Cost(msgspec.Struct):
+    sats: float | None
+
+
+class Timing(msgspec.Struct):
+    latency_ms: float | None
+    stream_duration_ms: float | None
+
+
+class ErrorInfo(msgspec.Struct):
+    status: int
+    message: str | None
+
+
+class RequestSummary(msgspec.Struct, omit_defaults=True):
+    id: str
+    timestamp: str
+    model: str | None
+    provider: str | None
+    streaming: bool
+    success: bool
+    tokens: Tokens
+    cost: Cost
+    timing: Timing
+    error: ErrorInfo | None = None
+
+
+class Page(msgspec.Struct):
+    data: list[RequestSummary]
+    page: int
+    per_page: int
+    total: int
+    total_pages: int
+
+
+class RequestDetail(msgspec.Struct):
+    """Every recorded column of one request plus its attempts."""
+
+    request: RequestRecord
+    timestamp: str
+
+
+class MigrationStatus(msgspec.Struct):
+    backend: str
+    current: int
+    latest: int
+    pending: list[str]
+
+
+class RequestLog(Protocol):
+    """Narrow on purpose. Only the recorder writes; the API and the CLI read."""
+
+    async def migrate(self) -> MigrationStatus: ...
+
+    async def status(self) -> MigrationStatus: ...
+
+    async def append(self, records: Sequence[RequestRecord]) -> None: ...
+
+    async def stats(self, query: StatsQuery, group_by: GroupBy | None = None) -> StatsResult: ...
+
+    async def timeseries(self, query: StatsQuery, bucket: Bucket) -> Timeseries: ...
+
+    async def list(self, query: ListQuery) -> Page: ...
+
+    async def get(self, request_id: str) -> RequestDetail | None: ...
+
+    async def count(self) -> int: ...
+
+    async def ping(self) -> bool: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,401 @@
+"""The queries of the request log, written once for both SQL backends (`?` placeholders)."""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from arbstr.records import AttemptRow, RequestRecord
+from arbstr.stores.requestlog.base import (
+    Bucket,
+    Cost,
+    Costs,
+    Counts,
+    ErrorInfo,
+    GroupBy,
+    GroupStats,
+    ListQuery,
+    MigrationStatus,
+    Page,
+    Performance,
+    RequestDetail,
+    RequestSummary,
+    StatsQuery,
+    StatsResult,
+    Timeseries,
+    TimeseriesPoint,
+    Timing,
+    Tokens,
+)
+from arbstr.stores.requestlog.schema import (
+    HIST_EDGES_MS,
+    REQUEST_COLUMNS,
+    ROLLUP_SUMS,
+    attempt_rows,
+    hour_of,
+    request_row,
+    rollup_rows,
+)
+
+__all__ = ["SqlRequestLog", "iso"]
+
+EXACT_PERCENTILE_ROWS = 20_000
+# whitelists: nothing a client sends is ever spliced into SQL except through these maps
+_SORT = {"timestamp": "ts", "cost_sats": "cost_sats", "latency_ms": "latency_ms"}
+_ORDER = {"asc": "ASC", "desc": "DESC"}
+_GROUP = {"model": "model", "provider": "provider"}
+_RAW_SUMS = (
+    "COUNT(*), SUM(success), SUM(1 - success), SUM(streaming), SUM(COALESCE(input_tokens, 0)), "
+    "SUM(COALESCE(output_tokens, 0)), SUM(COALESCE(cost_sats, 0)), "
+    "SUM(COALESCE(savings_sats, 0)), SUM(latency_ms), COUNT(latency_ms)"
+)
+_ROLLUP_SUMS = ", ".join(f"SUM({c})" for c in ROLLUP_SUMS)
+INSERT_REQUEST = (
+    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
+)
+INSERT_ATTEMPT = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+UPSERT_ROLLUP = (
+    f"INSERT INTO requests_hourly (hour, model, provider, {', '.join(ROLLUP_SUMS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in ROLLUP_SUMS)}) "
+    "ON CONFLICT (hour, model, provider) DO UPDATE SET "
+    + ", ".join(f"{c} = requests_hourly.{c} + excluded.{c}" for c in ROLLUP_SUMS)
+)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _filters(q: StatsQuery | ListQuery, time_col: str = "ts") -> tuple[str, list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if q.model is not None:
+        where.append("model = ?")
+        params.append(q.model)
+    if q.provider is not None:
+        where.append("provider = ?")
+        params.append(q.provider)
+    if isinstance(q, ListQuery):
+        if q.success is not None:
+            where.append("success = ?")
+            params.append(int(q.success))
+        if q.streaming is not None:
+            where.append("streaming = ?")
+            params.append(int(q.streaming))
+    return "".join(f" AND {w}" for w in where), params
+
+
+def _percentile_from_hist(hist: Sequence[float], q: float) -> float | None:
+    total = sum(hist)
+    if not total:
+        return None
+    target = q / 100 * total
+    seen = 0.0
+    for i, n in enumerate(hist):
+        if n and seen + n >= target:
+            low = HIST_EDGES_MS[i - 1] if i > 0 else 0.0
+            high = HIST_EDGES_MS[i] if i < len(HIST_EDGES_MS) else HIST_EDGES_MS[-1] * 2
+            return round(low + (high - low) * (target - seen) / n, 3)
+        seen += n
+    return None
+
+
+def _exact(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values.sort()
+    return round(values[max(0, math.ceil(q / 100 * len(values)) - 1)], 3)
+
+
+class _Acc:
+    """Sums of one group across the rollup and the raw edges."""
+
+    __slots__ = ("hist", "sums")
+
+    def __init__(self) -> None:
+        self.sums = [0.0] * 10
+        self.hist = [0.0] * (len(HIST_EDGES_MS) + 1)
+
+    def add(self, sums: Sequence[Any], hist: Sequence[Any] = ()) -> None:
+        for i, v in enumerate(sums[:10]):
+            self.sums[i] += v or 0
+        for i, v in enumerate(hist):
+            self.hist[i] += v or 0
+
+    def result(self, latencies: list[float] | None) -> GroupStats:
+        s = self.sums
+        counts = Counts(int(s[0]), int(s[1]), int(s[2]), int(s[3]))
+        costs = Costs(round(s[6], 6), int(s[4]), int(s[5]))
+        avg = round(s[8] / s[9], 3) if s[9] else None
+        if latencies is not None:
+            perf = Performance(avg, _exact(latencies, 50), _exact(latencies, 95))
+        else:
+            perf = Performance(
+                avg, _percentile_from_hist(self.hist, 50), _percentile_from_hist(self.hist, 95)
+            )
+        return GroupStats(counts, costs, perf)
+
+
+class SqlRequestLog(abc.ABC):
+    """Shared query logic; a backend supplies fetching, batch writing and migrations."""
+
+    backend = "sql"
+    floor_expr = "FLOOR({x})"
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    async def write(
+        self,
+        requests: list[tuple[Any, ...]],
+        attempts: list[tuple[Any, ...]],
+        rollups_of: list[RequestRecord],
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def migrate(self) -> MigrationStatus: ...
+
+    async def append(self, records: Sequence[RequestRecord]) -> None:
+        if not records:
+            return
+        requests = [request_row(r) for r in records]
+        attempts = [row for r in records for row in attempt_rows(r)]
+        await self.write(requests, attempts, list(records))
+
+    @staticmethod
+    def rollups(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
+        return rollup_rows(records)
+
+    async def count(self) -> int:
+        rows = await self.fetch("SELECT COUNT(*) FROM requests")
+        return int(rows[0][0])
+
+    async def ping(self) -> bool:
+        try:
+            await self.fetch("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    # ---- stats --------------------------------------------------------------------------
+    async def _accumulate(self, q: StatsQuery, group: str | None) -> dict[str, _Acc]:
+        h0 = hour_of(q.since) + (3600 if q.since % 3600 else 0)
+        h1 = hour_of(q.until)
+        cond, params = _filters(q)
+        gsel = f"COALESCE({group}, ''), " if group else ""
+        gby = f" GROUP BY COALESCE({group}, '')" if group else ""
+        out: dict[str, _Acc] = {}
+        edges = [(q.since, q.until)]
+        if h1 > h0:
+            edges = [(q.since, h0), (h1, q.until)]
+            rows = await self.fetch(
+                f"SELECT {gsel}{_ROLLUP_SUMS} FROM requests_hourly "
+                f"WHERE hour >= ? AND hour < ?{cond}{gby}",
+                [h0, h1, *params],
+            )
+            for row in rows:
+                key = row[0] if group else ""
+                vals = row[1:] if group else row
+                if vals[0]:
+                    out.setdefault(key, _Acc()).add(vals[:10], vals[10:])
+        for lo, hi in edges:
+            if hi <= lo:
+                continue
+            rows = await self.fetch(
+                f"SELECT {gsel}{_RAW_SUMS} FROM requests WHERE ts >= ? AND ts < ?{cond}{gby}",
+                [lo, hi, *params],
+            )
+            for row in rows:
+                key = row[0] if group else ""
+                vals = row[1:] if group else row
+                if vals[0]:
+                    acc = out.setdefault(key, _Acc())
+                    acc.add(vals[:10])
+                    if h1 > h0:  # mixing with histograms: bucket the edge latencies too
+                        lats = await self._latencies(lo, hi, q, group, key)
+                        for lat in lats:
+                            idx = next(
+                                (i for i, e in enumerate(HIST_EDGES_MS) if lat <= e),
+                                len(HIST_EDGES_MS),
+                            )
+                            acc.hist[idx] += 1
+        return out
+
+    async def _latencies(
+        self, lo: float, hi: float, q: StatsQuery, group: str | None, key: str
+    ) -> list[float]:
+        cond, params = _filters(q)
+        if group:
+            cond += f" AND COALESCE({group}, '') = ?"
+            params.append(key)
+        rows = await self.fetch(
+            f"SELECT latency_ms FROM requests WHERE ts >= ? AND ts < ? "
+            f"AND latency_ms IS NOT NULL{cond}",
+            [lo, hi, *params],
+        )
+        return [r[0] for r in rows]
+
+    async def stats(self, query: StatsQuery, group_by: GroupBy | None = None) -> StatsResult:
+        total = (await self._accumulate(query, None)).get("", _Acc())
+        exact = total.sums[0] <= EXACT_PERCENTILE_ROWS
+        lats = await self._latencies(query.since, query.until, query, None, "") if exact else None
+        overall = total.result(lats)
+        result = StatsResult(
+            since=iso(query.since),
+            until=iso(query.until),
+            counts=overall.counts,
+            costs=overall.costs,
+            performance=overall.performance,
+            savings_sats=round(total.sums[7], 6),
+            percentiles="exact" if exact else "approximate",
+        )
+        if group_by is not None:
+            column = _GROUP[group_by]
+            groups: dict[str, GroupStats] = {}
+            for key, acc in sorted((await self._accumulate(query, column)).items()):
+                g_lats = (
+                    await self._latencies(query.since, query.until, query, column, key)
+                    if exact
+                    else None
+                )
+                groups[key or "(none)"] = acc.result(g_lats)
+            if group_by == "model":
+                result.models = groups
+            else:
+                result.providers = groups
+        return result
+
+    async def timeseries(self, query: StatsQuery, bucket: Bucket) -> Timeseries:
+        size = {"minute": 60, "hour": 3600, "day": 86400}[bucket]
+        cond, params = _filters(query)
+        points: dict[float, _Acc] = {}
+        start_expr = self.floor_expr.format(x=f"ts / {size}")
+        rows = (
+            await self.fetch(
+                f"SELECT {start_expr} * {size} AS b, {_RAW_SUMS} FROM requests "
+                f"WHERE ts >= ? AND ts < ?{cond} GROUP BY b ORDER BY b",
+                [query.since, query.until, *params],
+            )
+            if size == 60
+            else await self._hourly_series(query, size, cond, params)
+        )
+        for row in rows:
+            points.setdefault(float(row[0]), _Acc()).add(row[1:11])
+        data = [
+            TimeseriesPoint(iso(b), *(lambda g: (g.counts, g.costs))(acc.result([])))
+            for b, acc in sorted(points.items())
+        ]
+        return Timeseries(bucket, iso(query.since), iso(query.until), data)
+
+    async def _hourly_series(
+        self, q: StatsQuery, size: int, cond: str, params: list[Any]
+    ) -> list[tuple[Any, ...]]:
+        h0 = hour_of(q.since) + (3600 if q.since % 3600 else 0)
+        h1 = hour_of(q.until)
+        rows: list[tuple[Any, ...]] = []
+        start_raw = self.floor_expr.format(x=f"ts / {size}")
+        start_hour = self.floor_expr.format(x=f"hour / {size}")
+        edges = [(q.since, q.until)]
+        if h1 > h0:
+            edges = [(q.since, h0), (h1, q.until)]
+            sums = ", ".join(f"SUM({c})" for c in ROLLUP_SUMS[:10])
+            rows += await self.fetch(
+                f"SELECT {start_hour} * {size} AS b, {sums} FROM requests_hourly "
+                f"WHERE hour >= ? AND hour < ?{cond} GROUP BY b",
+                [h0, h1, *params],
+            )
+        for lo, hi in edges:
+            if hi > lo:
+                rows += await self.fetch(
+                    f"SELECT {start_raw} * {size} AS b, {_RAW_SUMS} FROM requests "
+                    f"WHERE ts >= ? AND ts < ?{cond} GROUP BY b",
+                    [lo, hi, *params],
+                )
+        return rows
+
+    # ---- request browser ----------------------------------------------------------------
+    async def list(self, query: ListQuery) -> Page:
+        cond, params = _filters(query)
+        column, direction = _SORT[query.sort], _ORDER[query.order]
+        offset = (query.page - 1) * query.per_page
+        rows = await self.fetch(
+            f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE ts >= ? AND ts < ?{cond} "
+            f"ORDER BY {column} {direction} NULLS LAST, id {direction} LIMIT ? OFFSET ?",
+            [query.since, query.until, *params, query.per_page, offset],
+        )
+        if query.success is None and query.streaming is None:
+            acc = (
+                await self._accumulate(
+                    StatsQuery(
+                        since=query.since,
+                        until=query.until,
+                        model=query.model,
+                        provider=query.provider,
+                    ),
+                    None,
+                )
+            ).get("", _Acc())
+            total = int(acc.sums[0])
+        else:
+            counted = await self.fetch(
+                f"SELECT COUNT(*) FROM requests WHERE ts >= ? AND ts < ?{cond}",
+                [query.since, query.until, *params],
+            )
+            total = int(counted[0][0])
+        data = [_summary(dict(zip(REQUEST_COLUMNS, r, strict=True))) for r in rows]
+        pages = math.ceil(total / query.per_page) if total else 0
+        return Page(data, query.page, query.per_page, total, pages)
+
+    async def get(self, request_id: str) -> RequestDetail | None:
+        rows = await self.fetch(
+            f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE id = ?", [request_id]
+        )
+        if not rows:
+            return None
+        row = dict(zip(REQUEST_COLUMNS, rows[0], strict=True))
+        attempts = await self.fetch(
+            "SELECT provider, upstream_model, status, error, latency_ms, skipped FROM attempts "
+            "WHERE request_id = ? ORDER BY seq",
+            [request_id],
+        )
+        record = _record(
+            row,
+            [
+                AttemptRow(
+                    provider=a[0],
+                    upstream_model=a[1] or "",
+                    status=a[2],
+                    error=a[3],
+                    latency_ms=a[4],
+                    skipped=a[5],
+                )
+                for a in attempts
+            ],
+        )
+        return RequestDetail(request=record, timestamp=iso(row["ts"]))
+
+
+def _record(row: dict[str, Any], attempts: list[AttemptRow]) -> RequestRecord:
+    fields = {k: v for k, v in row.items() if k not in ("ts", "attempt_count")}
+    fields["streaming"], fields["success"] = bool(row["streaming"]), bool(row["success"])
+    return RequestRecord(timestamp=row["ts"], attempts=attempts, **fields)
+
+
+def _summary(row: dict[str, Any]) -> RequestSummary:
+    return RequestSummary(
+        id=row["id"],
+        timestamp=iso(row["ts"]),
+        model=row["model"],
+        provider=row["provider"],
+        streaming=bool(row["streaming"]),
+        success=bool(row["success"]),
+        tokens=Tokens(row["input_tokens"], row["output_tokens"]),
+        cost=Cost(row["cost_sats"]),
+        timing=Timing(row["latency_ms"], row["stream_duration_ms"]),
+        error=None if row["success"] else ErrorInfo(row["status"], row["error_message"]),
+    )

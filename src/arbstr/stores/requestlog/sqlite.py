@@ -1,0 +1,163 @@
+"""The embedded request log: one SQLite file in WAL mode, every call off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from arbstr.records import RequestRecord
+from arbstr.stores.requestlog.base import MigrationStatus
+from arbstr.stores.requestlog.schema import MIGRATIONS
+from arbstr.stores.requestlog.sql import (
+    INSERT_ATTEMPT,
+    INSERT_REQUEST,
+    UPSERT_ROLLUP,
+    SqlRequestLog,
+)
+
+__all__ = ["SqliteRequestLog"]
+
+
+class SqliteRequestLog(SqlRequestLog):
+    """One writer thread (and connection) for appends, one reader thread for queries."""
+
+    backend = "sqlite"
+    floor_expr = "CAST({x} AS INTEGER)"  # ts is never negative, so truncation is floor
+
+    def __init__(self, path: str) -> None:
+        if path in ("", ":memory:"):
+            # a named shared in-memory database, so the writer and reader threads see one db
+            self.target = f"file:arbstr-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self.uri = True
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.target, self.uri = path, False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="arbstr-sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="arbstr-sqlite-reader")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._keepalive: sqlite3.Connection | None = None
+        if self.uri:
+            self._keepalive = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.target, uri=self.uri, check_same_thread=False, isolation_level=None, timeout=5.0
+        )
+        conn.execute("PRAGMA busy_timeout=5000")
+        if not self.uri:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    # ---- writer thread ------------------------------------------------------------------
+    def _w(self) -> sqlite3.Connection:
+        if self._wconn is None:
+            self._wconn = self._connect()
+        return self._wconn
+
+    def _migrate(self) -> MigrationStatus:
+        db = sqlite_utils.Database(self._w())
+        db.table("schema_migrations").create(
+            {"version": int, "name": str}, pk="version", if_not_exists=True
+        )
+        done = {r["version"] for r in db.table("schema_migrations").rows}
+        for version, name, statements in MIGRATIONS:
+            if version in done:
+                continue
+            with db.conn:
+                for statement in statements["sqlite"]:
+                    db.execute(statement)
+                db.table("schema_migrations").insert({"version": version, "name": name})
+        return self._status()
+
+    def _status(self) -> MigrationStatus:
+        db = sqlite_utils.Database(self._w())
+        done = set()
+        if db.table("schema_migrations").exists():
+            done = {r["version"] for r in db.table("schema_migrations").rows}
+        pending = [name for version, name, _ in MIGRATIONS if version not in done]
+        return MigrationStatus("sqlite", max(done, default=0), MIGRATIONS[-1][0], pending)
+
+    def _write(
+        self,
+        requests: list[tuple[Any, ...]],
+        attempts: list[tuple[Any, ...]],
+        records: list[RequestRecord],
+    ) -> None:
+        conn = self._w()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [r[0] for r in requests]
+            existing: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ", ".join("?" for _ in chunk)
+                existing.update(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM requests WHERE id IN ({marks})",  # noqa: S608 (only ? marks)
+                        chunk,
+                    )
+                )
+            if existing:  # a replayed batch: never count a request twice
+                requests = [r for r in requests if r[0] not in existing]
+                attempts = [a for a in attempts if a[0] not in existing]
+                records = [r for r in records if r.id not in existing]
+            conn.executemany(INSERT_REQUEST, requests)
+            conn.executemany(INSERT_ATTEMPT, attempts)
+            conn.executemany(UPSERT_ROLLUP, self.rollups(records))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # ---- reader thread ------------------------------------------------------------------
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._rconn is None:
+            self._rconn = self._connect()
+        return self._rconn.execute(sql, list(params)).fetchall()
+
+    # ---- RequestLog ---------------------------------------------------------------------
+    async def migrate(self) -> MigrationStatus:
+        result: MigrationStatus = await self._run(self._writer, self._migrate)
+        return result
+
+    async def status(self) -> MigrationStatus:
+        result: MigrationStatus = await self._run(self._writer, self._status)
+        return result
+
+    async def write(
+        self,
+        requests: list[tuple[Any, ...]],
+        attempts: list[tuple[Any, ...]],
+        rollups_of: list[RequestRecord],
+    ) -> None:
+        await self._run(self._writer, self._write, requests, attempts, rollups_of)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await self._run(self._reader, self._fetch, sql, params)
+        return rows
+
+    async def aclose(self) -> None:
+        def close(conn: sqlite3.Connection | None) -> None:
+            if conn is not None:
+                conn.close()
+
+        await self._run(self._writer, close, self._wconn)
+        await self._run(self._reader, close, self._rconn)
+        self._wconn = self._rconn = None
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+        if self._keepalive is not None:
+            self._keepalive.close()
