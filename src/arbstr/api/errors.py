@@ -36,6 +36,8 @@ def _arbstr(_: Request[Any, Any, Any], exc: ArbstrError) -> Response[bytes]:
 
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
+    if status >= 500:
+        log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
     type_, code = _CODES.get(status, ("server_error", "internal_error"))
     if status == 404:
         message = f"unknown route: {request.method} {request.url.path}"

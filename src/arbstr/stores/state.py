@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -35,6 +35,7 @@ class StateRow(msgspec.Struct, frozen=True, kw_only=True):
     updated: float = 0.0  # wall-clock seconds, set by the store
 
 
+@runtime_checkable
 class StateStore(Protocol):
     """Narrow on purpose: upsert rows, read what changed. Never called on the request path."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -155,6 +155,7 @@ class MigrationStatus(msgspec.Struct):
     pending: list[str]
 
 
+@runtime_checkable
 class RequestLog(Protocol):
     """Narrow on purpose. Only the recorder writes; the API and the CLI read."""
 
