@@ -132,3 +132,62 @@ def test_python_dash_m(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Configuration error:" in result.stderr
+
+
+def test_db_stats_and_requests_commands(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from arbstr.records import RequestRecord
+    from arbstr.stores.requestlog import SqliteRequestLog
+
+    db = tmp_path / "arbstr.db"
+    path = write(tmp_path, f'[database]\nurl = "sqlite:///{db}"\n')
+    status = runner.invoke(app, ["db", "status", "-c", str(path)])
+    assert status.exit_code == 1
+    assert "pending: 0001_requests_attempts_rollup" in status.output
+    migrated = runner.invoke(app, ["db", "migrate", "-c", str(path)])
+    assert migrated.exit_code == 0, migrated.output
+    assert "schema version 1 (latest 1)" in migrated.output
+    assert runner.invoke(app, ["db", "status", "-c", str(path)]).exit_code == 0
+
+    async def seed() -> None:
+        store = SqliteRequestLog(str(db))
+        now = time.time()
+        await store.append(
+            [
+                RequestRecord(
+                    id=f"r{i}",
+                    timestamp=now - i,
+                    model="gpt-4o",
+                    provider="alpha",
+                    success=i % 3 != 0,
+                    status=200 if i % 3 else 502,
+                    latency_ms=10.0 + i,
+                    cost_sats=1.5,
+                    input_tokens=10,
+                    output_tokens=20,
+                )
+                for i in range(9)
+            ]
+        )
+        await store.aclose()
+
+    asyncio.run(seed())
+    shown = runner.invoke(
+        app, ["stats", "-c", str(path), "--group-by", "provider"], env={"COLUMNS": "200"}
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "alpha" in shown.output
+    as_json = json.loads(runner.invoke(app, ["stats", "-c", str(path), "--json"]).output)
+    assert as_json["counts"] == {"total": 9, "success": 6, "error": 3, "streaming": 0}
+    listed = json.loads(
+        runner.invoke(app, ["requests", "-c", str(path), "--failed", "--json"]).output
+    )
+    assert listed["total"] == 3
+    table = runner.invoke(app, ["requests", "-c", str(path), "--sort", "latency_ms"])
+    assert table.exit_code == 0
+    assert "9 total" in table.output
+    bad = runner.invoke(app, ["requests", "-c", str(path), "--sort", "id"])
+    assert bad.exit_code == 2
+    assert "'sort' must be one of" in bad.output

@@ -7,6 +7,7 @@ import typer
 from arbstr import __version__
 from arbstr.cli.bench import bench
 from arbstr.cli.config_cmds import check, init, providers
+from arbstr.cli.data_cmds import db_app, requests, stats
 from arbstr.cli.serve import demo, serve
 
 __all__ = ["app", "main"]
@@ -25,6 +26,9 @@ app.command()(providers)
 app.command()(init)
 app.command()(demo)
 app.command()(bench)
+app.command()(stats)
+app.command()(requests)
+app.add_typer(db_app, name="db")
 
 
 @app.command()
