@@ -25,8 +25,8 @@ from pathlib import Path
 import msgspec
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
-from arbstr.records import AttemptRow, RequestRecord
 from arbstr.recorder import Recorder
+from arbstr.records import AttemptRow, RequestRecord
 from arbstr.stores.requestlog import PostgresRequestLog, RequestLog, SqliteRequestLog
 from arbstr.stores.requestlog.base import ListQuery, StatsQuery
 
@@ -42,15 +42,22 @@ def pool(n: int = 2000) -> list[RequestRecord]:
     out = []
     for _ in range(n):
         ok = rnd.random() > 0.05
-        out.append(RecordFactory.build(
-            model=rnd.choice(["gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "free"]),
-            provider=rnd.choice(["alpha", "beta", "gamma", "delta"]),
-            success=ok, status=200 if ok else 502, streaming=rnd.random() > 0.6,
-            input_tokens=rnd.randint(10, 4000), output_tokens=rnd.randint(1, 1000),
-            cost_sats=rnd.uniform(0.01, 50), savings_sats=rnd.uniform(0, 5),
-            latency_ms=rnd.lognormvariate(6, 0.8), error_message=None if ok else "failed",
-            attempts=[AttemptRow(provider="alpha", upstream_model="m", status=200)],
-        ))
+        out.append(
+            RecordFactory.build(
+                model=rnd.choice(["gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "free"]),
+                provider=rnd.choice(["alpha", "beta", "gamma", "delta"]),
+                success=ok,
+                status=200 if ok else 502,
+                streaming=rnd.random() > 0.6,
+                input_tokens=rnd.randint(10, 4000),
+                output_tokens=rnd.randint(1, 1000),
+                cost_sats=rnd.uniform(0.01, 50),
+                savings_sats=rnd.uniform(0, 5),
+                latency_ms=rnd.lognormvariate(6, 0.8),
+                error_message=None if ok else "failed",
+                attempts=[AttemptRow(provider="alpha", upstream_model="m", status=200)],
+            )
+        )
     return out
 
 
@@ -71,8 +78,11 @@ async def run(backend: str, rows: int) -> dict[str, object]:
     await recorder.start()
     started = time.perf_counter()
     for i in range(rows):
-        rec = msgspec.structs.replace(base[i % len(base)], id=f"{i:08d}-{uuid.uuid4().hex[:8]}",
-                                      timestamp=now - span + span * i / rows)
+        rec = msgspec.structs.replace(
+            base[i % len(base)],
+            id=f"{i:08d}-{uuid.uuid4().hex[:8]}",
+            timestamp=now - span + span * i / rows,
+        )
         recorder.submit(rec)
         if i % 20000 == 0:
             await asyncio.sleep(0)  # let the writer run, as a serving loop would
@@ -91,19 +101,26 @@ async def run(backend: str, rows: int) -> dict[str, object]:
 
     q30 = StatsQuery(since=now - span, until=now + 1)
     result = {
-        "backend": backend, "rows": count, "submit_s": round(submitted, 2),
-        "rows_per_s": round(count / total), "spilled": recorder.spilled,
+        "backend": backend,
+        "rows": count,
+        "submit_s": round(submitted, 2),
+        "rows_per_s": round(count / total),
+        "spilled": recorder.spilled,
         "stats_30d_ms": await timed(lambda: store.stats(q30)),
         "stats_30d_by_model_ms": await timed(lambda: store.stats(q30, "model")),
-        "stats_30d_model_filter_ms": await timed(lambda: store.stats(
-            StatsQuery(since=now - span, until=now + 1, model="gpt-4o"))),
+        "stats_30d_model_filter_ms": await timed(
+            lambda: store.stats(StatsQuery(since=now - span, until=now + 1, model="gpt-4o"))
+        ),
         "timeseries_30d_hour_ms": await timed(lambda: store.timeseries(q30, "hour")),
-        "requests_page1_ms": await timed(lambda: store.list(
-            ListQuery(since=now - span, until=now + 1))),
-        "requests_page1_by_cost_ms": await timed(lambda: store.list(
-            ListQuery(since=now - span, until=now + 1, sort="cost_sats"))),
-        "requests_failed_page1_ms": await timed(lambda: store.list(
-            ListQuery(since=now - span, until=now + 1, success=False))),
+        "requests_page1_ms": await timed(
+            lambda: store.list(ListQuery(since=now - span, until=now + 1))
+        ),
+        "requests_page1_by_cost_ms": await timed(
+            lambda: store.list(ListQuery(since=now - span, until=now + 1, sort="cost_sats"))
+        ),
+        "requests_failed_page1_ms": await timed(
+            lambda: store.list(ListQuery(since=now - span, until=now + 1, success=False))
+        ),
     }
     if schema:
         await store.fetch(f'DROP SCHEMA "{schema}" CASCADE')  # type: ignore[attr-defined]
@@ -112,7 +129,9 @@ async def run(backend: str, rows: int) -> dict[str, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--rows", type=int, default=1_000_000)
     args = ap.parse_args()
