@@ -195,13 +195,13 @@ class SimServer:
         extra = list(p.ratelimit_headers.items())
         status = self._status_for(seq)
         if status != 200:
-            if status == 429:
+            if status == 429:  # these override the profile's own rate-limit headers
+                limited = dict(extra)
                 if p.retry_after is not None:
-                    extra.append(("retry-after", p.retry_after))
-                extra += [
-                    ("x-ratelimit-remaining-requests", "0"),
-                    ("x-ratelimit-reset-requests", f"{p.retry_after or '1'}s"),
-                ]
+                    limited["retry-after"] = p.retry_after
+                limited["x-ratelimit-remaining-requests"] = "0"
+                limited["x-ratelimit-reset-requests"] = f"{p.retry_after or '1'}s"
+                extra = list(limited.items())
             code = "rate_limit_exceeded" if status == 429 else f"sim_{status}"
             type_ = (
                 "rate_limit_error"
