@@ -30,6 +30,7 @@ class SqliteRequestLog(SqlRequestLog):
 
     backend = "sqlite"
     floor_expr = "CAST({x} AS INTEGER)"  # ts is never negative, so truncation is floor
+    ts_unindexed = "+ts"
 
     def __init__(self, path: str) -> None:
         if path in ("", ":memory:"):
