@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -51,18 +53,40 @@ def run_server(
         return
     import uvicorn
 
-    uvicorn.run(
-        "arbstr.app:app",
-        host=host,
-        port=port,
-        workers=workers,
-        loop="auto",
-        http="auto",
-        access_log=False,
-        log_level=level,
-        lifespan="on",
-        timeout_graceful_shutdown=max(1, round(grace_s)),
-    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "auto",
+        "http": "auto",
+        "access_log": False,
+        "log_level": level,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": max(1, round(grace_s)),
+    }
+    if workers > 1:
+        uvicorn.run("arbstr.app:app", workers=workers, **options)
+        return
+    _OrderlyServer(uvicorn.Config("arbstr.app:app", **options)).run()
+
+
+def _orderly_server_class() -> type[Any]:
+    import uvicorn
+
+    class OrderlyServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown (exit status 143); an orderly
+        shutdown that drained every request and record is a success: exit 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return OrderlyServer
+
+
+def _OrderlyServer(config: Any) -> Any:
+    return _orderly_server_class()(config)
 
 
 ListenOpt = Annotated[

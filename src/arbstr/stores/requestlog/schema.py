@@ -115,7 +115,13 @@ def _type(column: str, real: str) -> str:
 MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (1, "0001_requests_attempts_rollup", {
         "sqlite": _ddl("REAL", "PRIMARY KEY"),
-        "postgres": _ddl("DOUBLE PRECISION", "PRIMARY KEY"),
+        "postgres": [
+            *_ddl("DOUBLE PRECISION", "PRIMARY KEY"),
+            # DESC NULLS LAST pages (most expensive / slowest first, unknown last) walk these
+            "CREATE INDEX IF NOT EXISTS requests_cost_desc ON requests (cost_sats DESC NULLS LAST)",
+            "CREATE INDEX IF NOT EXISTS requests_latency_desc "
+            "ON requests (latency_ms DESC NULLS LAST)",
+        ],
     }),
 ]  # fmt: skip
 

@@ -338,9 +338,11 @@ class SqlRequestLog(abc.ABC):
         # a wide range sorted by cost or latency: walk that column's index and filter on time,
         # rather than collect every row of the range and sort it
         ts = self.ts_unindexed if column != "ts" and total > 5000 else "ts"
+        # ts is NOT NULL; saying NULLS LAST there would stop PostgreSQL from using its index
+        nulls = "" if column == "ts" else " NULLS LAST"
         rows = await self.fetch(
             f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE {ts} >= ? AND {ts} < ?"
-            f"{cond} ORDER BY {column} {direction} NULLS LAST, id {direction} LIMIT ? OFFSET ?",
+            f"{cond} ORDER BY {column} {direction}{nulls}, id {direction} LIMIT ? OFFSET ?",
             [query.since, query.until, *params, query.per_page, offset],
         )
         data = [_summary(dict(zip(REQUEST_COLUMNS, r, strict=True))) for r in rows]
