@@ -48,6 +48,11 @@ class Health:
     dirty_circuits: set[str] = field(default_factory=set)
     dirty_cooldowns: set[Key] = field(default_factory=set)
 
+    def record_tokens(self, provider: str, model: str, tokens: int | None) -> None:
+        """Feed a finished request's tokens to the provider's manual tokens-per-minute limit."""
+        if tokens:
+            self.limiter.record(provider, model, tokens, requests=0)
+
     def record_stream_failure(self, provider: str) -> None:
         """A stream that died after its first byte counts against the provider's circuit."""
         self.breakers.get(provider).record_failure()
@@ -281,7 +286,9 @@ def _learn(
     if response.status_code < 300:
         found = rate_limit_headers(response)
         quota = parse_quota(found, wall) if found else None
-        if quota is not None:
+        if quota is None:  # no headers: count it against the manual limits, if any
+            health.limiter.record(name, cand.upstream_model, None)
+        else:
             key = (name, cand.upstream_model)
             health.cooldowns.record_quota(key, quota, health.config.cooldown_default_s)
             if quota.exhausted:

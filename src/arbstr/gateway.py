@@ -27,6 +27,7 @@ from arbstr.routing.cost import (
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView, EmbeddingsView, last_user_text, prompt_chars
 from arbstr.schemas.usage import ResponseUsageView, Usage
+from arbstr.streaming import start_stream
 from arbstr.upstream.body import rewrite_body
 from arbstr.upstream.client import Upstream
 
@@ -116,8 +117,6 @@ class Gateway:
             return self._fail(exc, meta, record)
         record.chain, record.policy = plan.chain, plan.policy
         if view.stream:
-            from arbstr.streaming import start_stream
-
             return await start_stream(self, body, view, plan, meta, record)
         bodies: dict[str, bytes] = {}
 
@@ -263,6 +262,7 @@ class Gateway:
             usage = _read_usage(content)
             if usage is not None:
                 self._fill_usage(record, usage)
+                self.health.record_tokens(provider.name, cand.upstream_model, usage.total_tokens)
                 cost = (actual_cost if chat else actual_embedding_cost)(provider, usage)
                 record.cost_sats = cost
                 record.provider_cost_sats = provider_reported_cost(usage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -181,7 +181,7 @@ async def _relay(
                 error_message = f"upstream stream failed ({error_kind(exc)} error)"
                 break
         if status == "completed":
-            cost = _finish_usage(record, observer, cand)
+            cost = _finish_usage(record, observer, cand, gateway.health.record_tokens)
             latency = time.monotonic() - meta.started
             trailer = {
                 "arbstr": {
@@ -195,7 +195,7 @@ async def _relay(
                 record.savings_sats = _savings(cost, plan, observer)
             yield b"data: " + _encoder.encode(trailer) + b"\n\n" + _DONE
         else:
-            _finish_usage(record, observer, cand)
+            _finish_usage(record, observer, cand, gateway.health.record_tokens)
             gateway.health.record_stream_failure(cand.provider.name)
             error = {
                 "error": {
@@ -222,13 +222,19 @@ async def _relay(
         gateway.sink.submit(record)
 
 
-def _finish_usage(record: RequestRecord, observer: StreamObserver, cand: Candidate) -> float | None:
+def _finish_usage(
+    record: RequestRecord,
+    observer: StreamObserver,
+    cand: Candidate,
+    record_tokens: Callable[[str, str, int | None], None],
+) -> float | None:
     usage = observer.usage
     if usage is None:
         return None
     from arbstr.gateway import Gateway
 
     Gateway._fill_usage(record, usage)
+    record_tokens(cand.provider.name, cand.upstream_model, usage.total_tokens)
     cost = actual_cost(cand.provider, usage)
     record.cost_sats = cost
     record.provider_cost_sats = provider_reported_cost(usage)

@@ -183,3 +183,18 @@ backoff_s = [0.0]
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert response.headers["x-arbstr-retries"].endswith("/a")
+
+
+def test_manual_rate_limits_apply_when_no_headers(stack: StackFactory) -> None:
+    s = stack(
+        [
+            SimSpec("limited", input_rate=1, extra="rate_limits = { rpm = 2, tpm = 100000 }"),
+            SimSpec("other", input_rate=5),
+        ],
+        head=HEAD,
+    )
+    providers = [post(s.url).headers["x-arbstr-provider"] for _ in range(4)]
+    assert providers == ["limited", "limited", "other", "other"]
+    assert hits(s.sims.urls[0]) == 2
+    skipped = s.sink.records[-1].attempts[0]
+    assert (skipped.provider, skipped.skipped) == ("limited", "cooldown")

@@ -134,14 +134,17 @@ class ManualLimiter:
                 return Cooldown(start + span, reason)
         return None
 
-    def record(self, provider: str, model: str | None, tokens: int | None) -> None:
+    def record(
+        self, provider: str, model: str | None, tokens: int | None, requests: int = 1
+    ) -> None:
+        """Count an answered request and/or its tokens (known later, once usage is read)."""
         key: Key = (provider, None)
         if key not in self.limits:
             return
         now = self.clock()
         for kind, span, amount in (
-            ("rpm", 60.0, 1),
-            ("rpd", 86400.0, 1),
+            ("rpm", 60.0, requests),
+            ("rpd", 86400.0, requests),
             ("tpm", 60.0, tokens or 0),
         ):
             count = self._count(key, kind, span, now)
