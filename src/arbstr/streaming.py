@@ -167,7 +167,9 @@ async def _relay(
             if done:
                 break
             try:
-                chunk = await asyncio.wait_for(anext(chunks), idle)
+                # asyncio.timeout, not wait_for: no extra task per chunk on the hot path
+                async with asyncio.timeout(idle):
+                    chunk = await anext(chunks)
             except StopAsyncIteration:
                 status, error_code = "upstream_error", "upstream_stream_error"
                 error_message = "upstream closed the stream before [DONE]"
