@@ -29,7 +29,7 @@ from arbstr.schemas.chat import ChatView, EmbeddingsView, last_user_text, prompt
 from arbstr.schemas.usage import ResponseUsageView, Usage
 from arbstr.streaming import start_stream
 from arbstr.upstream.body import rewrite_body
-from arbstr.upstream.client import Upstream
+from arbstr.upstream.client import Upstream, body_headers
 
 __all__ = ["Gateway", "GatewayResponse", "RequestMeta"]
 
@@ -250,9 +250,7 @@ class Gateway:
         provider = cand.provider
         elapsed = time.monotonic() - meta.started
         headers = self._common_headers(meta, result.retries, len(_calls(result.attempts)))
-        headers.append(
-            (b"content-type", response.headers.get("content-type", "application/json").encode())
-        )
+        headers.extend(body_headers(response))
         headers.append((b"x-arbstr-provider", provider.name.encode()))
         record.provider, record.upstream_model = provider.name, cand.upstream_model
         record.status = response.status_code

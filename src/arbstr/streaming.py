@@ -14,6 +14,7 @@ import msgspec
 from arbstr.attempts import AttemptResult, LoopFailed, run_attempts
 from arbstr.routing.cost import actual_cost, provider_reported_cost, savings
 from arbstr.upstream.client import Upstream, error_kind
+from arbstr.upstream.client import body_headers as _body_headers
 from arbstr.upstream.sse import Action, SseSplitter, StreamObserver
 
 if TYPE_CHECKING:
@@ -103,12 +104,7 @@ async def start_stream(
     if not result.success or result.extra.chunks is None:
         # a client error (4xx) from the upstream goes back as it was sent
         content = result.extra.first
-        headers.append(
-            (
-                b"content-type",
-                result.response.headers.get("content-type", "application/json").encode(),
-            )
-        )
+        headers.extend(_body_headers(result.response))
         record.status, record.success = result.response.status_code, False
         record.error_code = "upstream_client_error"
         record.error_message = content[:500].decode("utf-8", "replace")
