@@ -30,7 +30,7 @@ from arbstr.routing.rank import Ewma
 from arbstr.routing.resolve import Candidate
 from arbstr.upstream.client import error_kind, rate_limit_headers
 
-__all__ = ["AttemptResult", "Health", "LoopFailed", "run_attempts"]
+__all__ = ["AttemptResult", "Health", "LoopFailed", "Send", "T", "run_attempts"]
 
 log = logging.getLogger("arbstr.gateway")
 

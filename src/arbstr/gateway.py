@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from arbstr.attempts import AttemptResult, Health, LoopFailed, run_attempts
+from arbstr.attempts import AttemptResult, Health, LoopFailed, Send, T, run_attempts
 from arbstr.config import Settings
 from arbstr.errors import ArbstrError, BadRequest, InvalidJson
 from arbstr.records import AttemptRow, RecordSink, RequestRecord
@@ -133,17 +133,9 @@ class Gateway:
                 raise MalformedUpstream("upstream sent a body that is not a JSON object")
             return response, content
 
-        try:
-            result = await run_attempts(
-                plan.candidates,
-                send,
-                self.health,
-                meta.started + self.request_timeout_s,
-                self.request_timeout_s,
-            )
-        except LoopFailed as failed:
-            record.attempts = failed.rows
-            return self._fail(failed.error, meta, record, failed.retries, failed.rows)
+        result = await self.attempt(plan, send, meta, record)
+        if isinstance(result, GatewayResponse):
+            return result
         return self._finish_json(result, plan, meta, record, chat=True)
 
     # ---- embeddings ---------------------------------------------------------------------
@@ -180,8 +172,18 @@ class Gateway:
             )
             return response, await Upstream.read(response)
 
+        result = await self.attempt(plan, send, meta, record)
+        if isinstance(result, GatewayResponse):
+            return result
+        return self._finish_json(result, plan, meta, record, chat=False)
+
+    # ---- shared pieces ------------------------------------------------------------------
+    async def attempt(
+        self, plan: RoutePlan, send: Send[T], meta: RequestMeta, record: RequestRecord
+    ) -> AttemptResult[T] | GatewayResponse:
+        """Run the attempt loop under the request's deadline; exhaustion becomes an answer."""
         try:
-            result = await run_attempts(
+            return await run_attempts(
                 plan.candidates,
                 send,
                 self.health,
@@ -191,9 +193,7 @@ class Gateway:
         except LoopFailed as failed:
             record.attempts = failed.rows
             return self._fail(failed.error, meta, record, failed.retries, failed.rows)
-        return self._finish_json(result, plan, meta, record, chat=False)
 
-    # ---- shared pieces ------------------------------------------------------------------
     def _decode_chat(self, body: bytes) -> ChatView:
         view: ChatView = self._decode(_chat_view, body)
         if view.model is None:

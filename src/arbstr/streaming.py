@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 import msgspec
 
-from arbstr.attempts import AttemptResult, LoopFailed, run_attempts
+from arbstr.attempts import AttemptResult
 from arbstr.routing.cost import actual_cost, provider_reported_cost, savings
 from arbstr.upstream.client import Upstream, error_kind
 from arbstr.upstream.client import body_headers as _body_headers
@@ -83,17 +83,9 @@ async def start_stream(
             raise
         return response, StreamStart(first, chunks)
 
-    try:
-        result = await run_attempts(
-            plan.candidates,
-            send,
-            gateway.health,
-            meta.started + gateway.request_timeout_s,
-            gateway.request_timeout_s,
-        )
-    except LoopFailed as failed:
-        record.attempts = failed.rows
-        return gateway._fail(failed.error, meta, record, failed.retries, failed.rows)
+    result = await gateway.attempt(plan, send, meta, record)
+    if isinstance(result, GatewayResponse):
+        return result
     cand = result.candidate
     record.provider, record.upstream_model = cand.provider.name, cand.upstream_model
     record.attempts = result.attempts
