@@ -111,7 +111,7 @@ class Gateway:
                 last_user_text=last_user_text(view),
                 prompt_chars=prompt_chars(view),
                 max_tokens=view.max_completion_tokens or view.max_tokens,
-                latency=self.health.latency_map(),
+                latency=self._latency(),
             )
         except ArbstrError as exc:
             return self._fail(exc, meta, record)
@@ -158,7 +158,7 @@ class Gateway:
                 last_user_text="",
                 prompt_chars=chars,
                 max_tokens=0,
-                latency=self.health.latency_map(),
+                latency=self._latency(),
             )
         except ArbstrError as exc:
             return self._fail(exc, meta, record)
@@ -178,6 +178,10 @@ class Gateway:
         return self._finish_json(result, plan, meta, record, chat=False)
 
     # ---- shared pieces ------------------------------------------------------------------
+    def _latency(self) -> dict[str, float] | None:
+        """Observed latencies, only built when a strategy ranks by them."""
+        return self.health.latency_map() if self.router.needs_latency else None
+
     async def attempt(
         self, plan: RoutePlan, send: Send[T], meta: RequestMeta, record: RequestRecord
     ) -> AttemptResult[T] | GatewayResponse:
@@ -339,7 +343,7 @@ class Gateway:
             last_user_text=last_user_text(view),
             prompt_chars=prompt_chars(view),
             max_tokens=view.max_completion_tokens or view.max_tokens,
-            latency=self.health.latency_map(),
+            latency=self._latency(),
         )
         best = plan.candidates[0]
         return {

@@ -38,6 +38,9 @@ class Router:
         self.rules = tuple(cfg.policies.rules)
         self.default_strategy: Strategy = cfg.policies.default_strategy
         self._models = list_models(settings.providers, cfg.chains)
+        self.needs_latency = self.default_strategy == "lowest_latency" or any(
+            c.strategy == "lowest_latency" for c in cfg.chains
+        )
 
     def models(self) -> list[tuple[str, str]]:
         return self._models
