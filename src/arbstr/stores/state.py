@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from arbstr.stores.pg import DDL_LOCK, create_schema
+
 __all__ = [
     "MemoryStateStore",
     "PostgresStateStore",
@@ -182,9 +184,9 @@ class PostgresStateStore:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=2, server_settings=settings
             )
-        async with self._pool.acquire() as conn:
-            if self.schema:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
+            await create_schema(conn, self.schema)
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS provider_state (
                     provider TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,

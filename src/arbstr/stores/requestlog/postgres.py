@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from arbstr.records import RequestRecord
+from arbstr.stores.pg import DDL_LOCK, create_schema
 from arbstr.stores.requestlog.base import MigrationStatus
 from arbstr.stores.requestlog.schema import MIGRATIONS
 from arbstr.stores.requestlog.sql import (
@@ -42,15 +43,14 @@ class PostgresRequestLog(SqlRequestLog):
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=4, server_settings=settings
             )
-            if self.schema:
-                await self._pool.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         return self._pool
 
     async def migrate(self) -> MigrationStatus:
         pool = await self._ensure()
         async with pool.acquire() as conn, conn.transaction():
             # one migrator at a time across replicas
-            await conn.execute("SELECT pg_advisory_xact_lock(84210001)")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
+            await create_schema(conn, self.schema)
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
