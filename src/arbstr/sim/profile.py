@@ -2,34 +2,42 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Annotated
+
 import msgspec
 
 __all__ = ["BUILTIN_PROFILES", "SimProfile", "builtin_profile"]
 
+_NonNeg = Annotated[float, msgspec.Meta(ge=0)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
 
 class SimProfile(msgspec.Struct, kw_only=True):
-    """Defaults mean healthy and instant. Every field can be changed at runtime."""
+    """Defaults mean healthy and instant; bounds are checked when decoded (`/_sim/profile`, CLI)."""
 
     name: str = "sim"
     models: list[str] = msgspec.field(default_factory=lambda: ["gpt-4o-mini", "gpt-4o"])
-    latency_ms: float = 0.0
-    failure_rate: float = 0.0
-    failure_status: int = 500
-    status_script: list[int] = msgspec.field(default_factory=list)
+    latency_ms: _NonNeg = 0.0
+    failure_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    failure_status: Annotated[int, msgspec.Meta(ge=100, le=599)] = 500
+    status_script: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = msgspec.field(
+        default_factory=list
+    )
     rate_limited: bool = False
     retry_after: str | None = "1"
     ratelimit_headers: dict[str, str] = msgspec.field(default_factory=dict)
     malformed: bool = False
     hang: bool = False
-    completion_tokens: int | None = None
-    cached_tokens: int = 0
+    completion_tokens: _Count | None = None
+    cached_tokens: _Count = 0
     usage_cost: float | None = None
     omit_usage: bool = False
-    chunks: int = 10
-    tokens_per_s: float = 0.0
-    cut_after_chunks: int | None = None
-    stall_after_chunks: int | None = None
-    garbage_after_chunks: int | None = None
+    chunks: Annotated[int, msgspec.Meta(ge=1)] = 10
+    tokens_per_s: _NonNeg = 0.0
+    cut_after_chunks: _Count | None = None
+    stall_after_chunks: _Count | None = None
+    garbage_after_chunks: _Count | None = None
     seed: int = 0
 
 
@@ -42,6 +50,5 @@ BUILTIN_PROFILES: dict[str, SimProfile] = {
 
 
 def builtin_profile(kind: str, **overrides: object) -> SimProfile:
-    """A copy of a named profile with some fields replaced."""
-    base = BUILTIN_PROFILES[kind]
-    return msgspec.structs.replace(base, **overrides)
+    """A private copy of a named profile with some fields replaced."""
+    return copy.deepcopy(msgspec.structs.replace(BUILTIN_PROFILES[kind], **overrides))

@@ -1,27 +1,31 @@
-"""Bodies a simulated provider sends: chat JSON, SSE chunks, embeddings, models, errors."""
+"""Bodies a simulated provider sends: chat JSON, SSE events, embeddings, models, errors."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+import zlib
 
 import msgspec
 
 from arbstr.sim.profile import SimProfile
 
 __all__ = [
+    "FINGERPRINT",
     "RequestView",
     "chat_body",
+    "completion_tokens",
     "embeddings_body",
     "error_body",
     "models_body",
     "prompt_tokens",
     "stream_events",
-    "usage",
+    "usage_body",
 ]
 
-_enc = msgspec.json.Encoder()
 FINGERPRINT = "arbstr-sim"
+_enc = msgspec.json.Encoder()
+_DONE = b"data: [DONE]\n\n"
+_TOKENS = [b'"tok%d "' % i for i in range(1024)]
 
 
 class _Part(msgspec.Struct):
@@ -37,135 +41,145 @@ class _StreamOptions(msgspec.Struct):
 
 
 class RequestView(msgspec.Struct):
-    """What the simulator reads of a request."""
+    """The few request fields the simulator reads (chat and embeddings)."""
 
     model: str = "sim-model"
     messages: list[_Message] = msgspec.field(default_factory=list)
     stream: bool = False
     stream_options: _StreamOptions | None = None
-    input: str | list[Any] | None = None
+    input: str | list[str | int | list[int]] | None = None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int
+
+
+class _Usage(msgspec.Struct, omit_defaults=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: _Details
+    cost: float | None = None
 
 
 def prompt_tokens(view: RequestView) -> int:
+    """`max(1, chars // 4)` over every message's text (string contents and text parts) or input."""
     chars = 0
     for m in view.messages:
         if isinstance(m.content, str):
             chars += len(m.content)
         elif m.content:
             chars += sum(len(p.text) for p in m.content if p.text)
-    if isinstance(view.input, str):
-        chars += len(view.input)
-    elif isinstance(view.input, list):
-        chars += sum(len(x) for x in view.input if isinstance(x, str))
+    inp = view.input
+    if isinstance(inp, str):
+        chars += len(inp)
+    elif inp:
+        for item in inp:  # token arrays count four characters a token
+            chars += (
+                len(item)
+                if isinstance(item, str)
+                else 4 * (len(item) if isinstance(item, list) else 1)
+            )
     return max(1, chars // 4)
 
 
-def usage(view: RequestView, profile: SimProfile, completion: int) -> dict[str, Any]:
+def completion_tokens(profile: SimProfile, chunks: int | None = None) -> int:
+    """The profile's figure; else one a chunk when streaming, else 10."""
+    if profile.completion_tokens is not None:
+        return profile.completion_tokens
+    return 10 if chunks is None else chunks
+
+
+def usage_body(view: RequestView, profile: SimProfile, completion: int) -> bytes:
+    """The `usage` object, encoded."""
     prompt = prompt_tokens(view)
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": min(profile.cached_tokens, prompt)},
-    }
-    if profile.usage_cost is not None:
-        out["cost"] = profile.usage_cost
-    return out
+    return _enc.encode(
+        _Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_tokens_details=_Details(cached_tokens=min(profile.cached_tokens, prompt)),
+            cost=profile.usage_cost,
+        )
+    )
 
 
-def chat_body(view: RequestView, profile: SimProfile, seq: int) -> bytes:
-    completion = profile.completion_tokens if profile.completion_tokens is not None else 10
-    body: dict[str, Any] = {
-        "id": f"chatcmpl-sim-{seq}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": view.model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": f"Simulated answer from {profile.name}.",
-                },
-                "finish_reason": "stop",
-            }
-        ],
-    }
+def _envelope(id_: str, kind: bytes, model: str) -> bytes:
+    return b'{"id":"%b","object":"%b","created":%d,"model":%b,"system_fingerprint":"%b"' % (
+        id_.encode(),
+        kind,
+        int(time.time()),
+        _enc.encode(model),
+        FINGERPRINT.encode(),
+    )
+
+
+def chat_body(view: RequestView, profile: SimProfile, id_: str) -> bytes:
+    """A whole `chat.completion` answer."""
+    content = _enc.encode(f"Simulated answer from {profile.name} (arbstr-sim).")
+    out = (
+        _envelope(id_, b"chat.completion", view.model)
+        + b',"choices":[{"index":0,"message":{"role":"assistant","content":%b},'
+        b'"finish_reason":"stop"}]' % content
+    )
     if not profile.omit_usage:
-        body["usage"] = usage(view, profile, completion)
-    return _enc.encode(body)
+        out += b',"usage":' + usage_body(view, profile, completion_tokens(profile))
+    return out + b"}"
 
 
-def stream_events(view: RequestView, profile: SimProfile, seq: int) -> list[bytes]:
-    """Every SSE event of a stream, `data: [DONE]` last; one token per chunk by default."""
-    created = int(time.time())
-    n = max(1, profile.chunks)
-    events: list[bytes] = []
+def stream_events(view: RequestView, profile: SimProfile, id_: str) -> list[bytes]:
+    """Every SSE event of a healthy stream, `data: [DONE]` last; each ends with a blank line."""
+    n = profile.chunks
+    prefix = b"data: " + _envelope(id_, b"chat.completion.chunk", view.model)
+    prefix += b',"choices":[{"index":0,"delta":{'
+    events = []
     for i in range(n):
-        delta: dict[str, Any] = {"content": f"tok{i} "}
-        if i == 0:
-            delta["role"] = "assistant"
-        chunk = {
-            "id": f"chatcmpl-sim-{seq}",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": view.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [
-                {"index": 0, "delta": delta, "finish_reason": "stop" if i == n - 1 else None}
-            ],
-        }
-        events.append(b"data: " + _enc.encode(chunk) + b"\n\n")
+        token = _TOKENS[i] if i < len(_TOKENS) else b'"tok%d "' % i
+        role = b'"role":"assistant",' if i == 0 else b""
+        finish = b'"stop"' if i == n - 1 else b"null"
+        events.append(
+            prefix + role + b'"content":' + token + b'},"finish_reason":' + finish + b"}]}\n\n"
+        )
     wants_usage = view.stream_options is not None and view.stream_options.include_usage
     if wants_usage and not profile.omit_usage:
-        completion = profile.completion_tokens if profile.completion_tokens is not None else n
-        final = {
-            "id": f"chatcmpl-sim-{seq}",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": view.model,
-            "choices": [],
-            "usage": usage(view, profile, completion),
-        }
-        events.append(b"data: " + _enc.encode(final) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
+        usage = usage_body(view, profile, completion_tokens(profile, n))
+        head = _envelope(id_, b"chat.completion.chunk", view.model)
+        events.append(b"data: " + head + b',"choices":[],"usage":' + usage + b"}\n\n")
+    events.append(_DONE)
     return events
 
 
+def _vector(text: str) -> list[float]:
+    """Eight deterministic floats in [0, 1) derived from the text."""
+    h = zlib.crc32(text.encode())
+    return [((h >> (4 * k)) & 0xF) / 16 for k in range(8)]
+
+
 def embeddings_body(view: RequestView) -> bytes:
-    inputs = view.input if isinstance(view.input, list) else [view.input or ""]
+    """A `list` of one 8-float embedding per input."""
+    inp = view.input
+    items: list[object] = [inp] if isinstance(inp, str) or inp is None else list(inp)
+    if items and isinstance(items[0], int):  # one token array, not a list of inputs
+        items = [items]
     data = [
-        {
-            "object": "embedding",
-            "index": i,
-            "embedding": [round(0.125 * (k + 1) * (i + 1), 3) for k in range(8)],
-        }
-        for i in range(len(inputs))
+        {"object": "embedding", "index": i, "embedding": _vector(str(item or ""))}
+        for i, item in enumerate(items)
     ]
     tokens = prompt_tokens(view)
-    return _enc.encode(
-        {
-            "object": "list",
-            "data": data,
-            "model": view.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _enc.encode({"object": "list", "data": data, "model": view.model, "usage": usage})
 
 
 def models_body(profile: SimProfile) -> bytes:
+    """The `GET /models` list, every model owned by `arbstr-sim`."""
     created = int(time.time())
-    return _enc.encode(
-        {
-            "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": created, "owned_by": FINGERPRINT}
-                for m in profile.models
-            ],
-        }
-    )
+    data = [
+        {"id": m, "object": "model", "created": created, "owned_by": FINGERPRINT}
+        for m in profile.models
+    ]
+    return _enc.encode({"object": "list", "data": data})
 
 
-def error_body(message: str, type_: str, code: str) -> bytes:
+def error_body(message: str, type_: str, code: str | None) -> bytes:
+    """An OpenAI-shaped error envelope."""
     return _enc.encode({"error": {"message": message, "type": type_, "param": None, "code": code}})

@@ -1,14 +1,18 @@
-"""A simulated OpenAI-compatible provider on a raw asyncio HTTP/1.1 server (fast, keep-alive)."""
+"""One simulated provider: routes, behaviours from its profile, and counters."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import random
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
+from arbstr.sim._http import SSE, Connection, Request, frame
 from arbstr.sim.profile import SimProfile
 from arbstr.sim.responses import (
     RequestView,
@@ -22,71 +26,100 @@ from arbstr.sim.responses import (
 __all__ = ["SimServer"]
 
 _view = msgspec.json.Decoder(RequestView)
+_profile = msgspec.json.Decoder(SimProfile)
 _enc = msgspec.json.Encoder()
-_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    402: b"Payment Required",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    429: b"Too Many Requests",
-    500: b"Internal Server Error",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
-_CHAT = frozenset({b"/v1/chat/completions", b"/chat/completions"})
-_EMBED = frozenset({b"/v1/embeddings", b"/embeddings"})
-_MODELS = frozenset({b"/v1/models", b"/models"})
+_GARBAGE = frame(b"data: {not json\n\n")
+_MALFORMED = b"<html><body>arbstr-sim: this is not JSON</body></html>"
+_SSE_HEADERS = b"cache-control: no-cache\r\n"
+_GET, _POST = frozenset({b"GET"}), frozenset({b"POST"})
 
 
-def _head(
-    status: int, content_type: bytes, extra: list[tuple[str, str]], length: int | None
-) -> bytes:
-    lines = [
-        b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Status")),
-        b"content-type: " + content_type,
-        b"server: arbstr-sim",
-    ]
-    lines += [f"{k}: {v}".encode("latin-1") for k, v in extra]
-    lines.append(
-        b"content-length: %d" % length if length is not None else b"transfer-encoding: chunked"
-    )
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+def _fault(p: SimProfile, total: int) -> tuple[int, str]:
+    """How many events a stream sends, then how it ends: end, cut, stall or garbage."""
+    sent, ending = total, "end"
+    for after, kind in (
+        (p.cut_after_chunks, "cut"),
+        (p.stall_after_chunks, "stall"),
+        (p.garbage_after_chunks, "garbage"),
+    ):
+        if after is not None and after < sent:
+            sent, ending = after, kind
+    return sent, ending
 
 
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
+def _error(status: int, name: str) -> bytes:
+    if status == 429:
+        type_, code = "rate_limit_error", "rate_limit_exceeded"
+    else:
+        type_, code = ("invalid_request_error" if status < 500 else "server_error"), f"sim_{status}"
+    return error_body(f"simulated {status} from {name} (arbstr-sim)", type_, code)
+
+
+def _headers(p: SimProfile, status: int) -> bytes:
+    """The profile's rate-limit headers; a 429 says zero remaining, and when to retry."""
+    items = p.ratelimit_headers
+    if status == 429:
+        items = dict(items)
+        if p.retry_after is not None:
+            items["retry-after"] = p.retry_after
+        reset = p.retry_after if p.retry_after and p.retry_after.isdigit() else "1"
+        items["x-ratelimit-remaining-requests"] = "0"
+        items["x-ratelimit-reset-requests"] = f"{reset}s"
+    if not items:
+        return b""
+    return "".join(f"{k}: {v}\r\n" for k, v in items.items()).encode("latin-1")
 
 
 class SimServer:
-    """One simulated provider. Counters are readable in-process and at `GET /_sim/stats`."""
+    """A simulated provider; counters are readable in process and at `GET /_sim/stats`."""
 
     def __init__(self, profile: SimProfile | None = None) -> None:
-        self.profile = profile or SimProfile()
         self.port = 0
+        self.host = "127.0.0.1"
+        self.connections = 0
         self._server: asyncio.Server | None = None
-        self._conns: set[_Conn] = set()
+        self._conns: set[Connection] = set()
+        self._idle: asyncio.Event | None = None  # set when the last connection is gone
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = f"chatcmpl-sim-{os.urandom(3).hex()}-"
+        self._next_id = itertools.count(1)
+        self._profile = profile or SimProfile()
         self.reset()
 
+    @property
+    def profile(self) -> SimProfile:
+        """The behaviour; assigning one restarts its status script and reseeds its failures."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, profile: SimProfile) -> None:
+        self._profile = profile
+        self._script = 0
+        self._rng = random.Random(profile.seed)
+
     def reset(self) -> None:
-        self.hits = 0
+        """Zero the counters and restart the status script."""
+        self.hits = 0  # API requests (not `/_sim/*`)
         self.chat_hits = 0
         self.in_flight = 0
         self.disconnects = 0
-        self.last_headers: dict[str, str] = {}
+        self.last_headers_raw: dict[bytes, bytes] = {}
         self.last_body: bytes = b"null"
-        self.rng = random.Random(self.profile.seed)
+        self.profile = self._profile
+
+    @property
+    def last_headers(self) -> dict[str, str]:
+        """The lower-cased headers of the last chat request."""
+        return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.last_headers_raw.items()}
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     def stats(self) -> dict[str, Any]:
+        """Counters and the last chat request, as `GET /_sim/stats` shows them."""
         try:
-            body = msgspec.json.decode(self.last_body)
+            body: Any = msgspec.json.decode(self.last_body)
         except msgspec.DecodeError:
             body = None
         return {
@@ -94,233 +127,212 @@ class SimServer:
             "chat_hits": self.chat_hits,
             "in_flight": self.in_flight,
             "disconnects": self.disconnects,
+            "connections": self.connections,
             "last_headers": self.last_headers,
             "last_body": body,
-            "profile": self.profile.name,
+            "profile": self._profile.name,
         }
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the bound port."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self), host, port, backlog=1024)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = await loop.create_server(
+            lambda: Connection(self), host, port, backlog=1024, reuse_address=True
+        )
+        self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:
+        """Stop listening and close every connection, cancelling what they were doing."""
         if self._server is None:
             return
         self._server.close()
         for conn in list(self._conns):
             conn.close()
+        if self._conns:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await self._idle.wait()
+            self._idle = None
+        for conn in list(self._conns):
+            conn.abort()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
 
-    # ---- request handling ---------------------------------------------------------------
-    def route(
-        self, conn: _Conn, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes
-    ) -> None:
-        self.hits += 1
-        path = path.split(b"?", 1)[0]
-        if path in _CHAT or path in _EMBED:
-            if method != b"POST":
-                conn.send(
-                    405,
-                    error_body("method not allowed", "invalid_request_error", "method_not_allowed"),
-                )
-                return
-            try:
-                view = _view.decode(body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                conn.send(
-                    400, error_body(f"invalid body: {exc}", "invalid_request_error", "invalid_json")
-                )
-                return
-            if path in _EMBED:
-                conn.send(200, embeddings_body(view))
-                return
-            self.chat_hits += 1
-            self.last_headers = {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()
-            }
-            self.last_body = body
-            p = self.profile
-            if p.hang or p.latency_ms or view.stream:
-                conn.spawn(self._chat(conn, view, self.chat_hits - 1))
-            else:  # the fast path: no task, answered inline
-                self._respond(conn, view, self.chat_hits - 1)
-        elif path in _MODELS:
-            conn.send(200, models_body(self.profile))
-        elif path == b"/_sim/stats":
-            conn.send(200, _enc.encode(self.stats()))
-        elif path == b"/_sim/reset" and method == b"POST":
-            self.reset()
-            conn.send(200, b"{}")
-        elif path == b"/_sim/profile" and method == b"POST":
-            try:
-                self.profile = msgspec.json.decode(body, type=SimProfile)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                conn.send(400, error_body(str(exc), "invalid_request_error", "invalid_profile"))
-                return
-            conn.send(200, b"{}")
-        else:
-            conn.send(
-                404,
-                error_body(
-                    f"unknown route {path.decode('latin-1')}", "invalid_request_error", "not_found"
-                ),
-            )
+    # ---- connection callbacks -------------------------------------------------------------
+    def opened(self, conn: Connection) -> None:
+        self.connections += 1
+        self._conns.add(conn)
 
-    def _status_for(self, seq: int) -> int:
-        p = self.profile
+    def closed(self, conn: Connection, interrupted: bool) -> None:
+        self._conns.discard(conn)
+        if self._idle is not None and not self._conns:
+            self._idle.set()
+        if interrupted:
+            self.disconnects += 1
+
+    def handle(self, conn: Connection, request: Request) -> None:
+        path = request.path
+        if b"?" in path:
+            path = path.split(b"?", 1)[0]
+        route = _ROUTES.get(path)
+        if route is None:
+            message = f"unknown path {path.decode('latin-1')} (arbstr-sim)"
+            conn.respond(404, error_body(message, "invalid_request_error", "not_found"))
+            return
+        methods, answer = route
+        if request.method not in methods:
+            allow = b"allow: " + b", ".join(sorted(methods)) + b"\r\n"
+            message = f"{request.method.decode('latin-1')} not allowed here (arbstr-sim)"
+            body = error_body(message, "invalid_request_error", "method_not_allowed")
+            conn.respond(405, body, allow)
+            return
+        if not path.startswith(b"/_sim/"):
+            self.hits += 1
+        answer(self, conn, request)
+
+    # ---- routes ---------------------------------------------------------------------------
+    def _decode(self, conn: Connection, body: bytes) -> RequestView | None:
+        try:
+            return _view.decode(body)
+        except msgspec.DecodeError as exc:
+            conn.respond(400, error_body(f"invalid JSON: {exc}", "invalid_request_error", None))
+        except msgspec.ValidationError as exc:
+            conn.respond(400, error_body(f"invalid request: {exc}", "invalid_request_error", None))
+        return None
+
+    def _embeddings(self, conn: Connection, request: Request) -> None:
+        view = self._decode(conn, request.body)
+        if view is not None:
+            conn.respond(200, embeddings_body(view))
+
+    def _models(self, conn: Connection, request: Request) -> None:
+        conn.respond(200, models_body(self._profile))
+
+    def _stats(self, conn: Connection, request: Request) -> None:
+        conn.respond(200, _enc.encode(self.stats()))
+
+    def _reset(self, conn: Connection, request: Request) -> None:
+        self.reset()
+        conn.respond(200, b'{"reset":true}')
+
+    def _profile_route(self, conn: Connection, request: Request) -> None:
+        if request.method == b"POST":
+            try:
+                self.profile = _profile.decode(request.body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                body = error_body(f"invalid profile: {exc}", "invalid_request_error", None)
+                conn.respond(400, body)
+                return
+        conn.respond(200, _enc.encode(self._profile))
+
+    def _status(self, p: SimProfile) -> int:
+        seq = self._script
+        self._script += 1
         if seq < len(p.status_script):
             return p.status_script[seq]
         if p.rate_limited:
             return 429
-        if p.failure_rate and self.rng.random() < p.failure_rate:
+        if p.failure_rate and self._rng.random() < p.failure_rate:
             return p.failure_status
         return 200
 
-    async def _chat(self, conn: _Conn, view: RequestView, seq: int) -> None:
-        p = self.profile
-        if p.hang:
-            await asyncio.Event().wait()
-        if p.latency_ms:
-            await asyncio.sleep(p.latency_ms / 1000)
-        extra = self._respond(conn, view, seq)
-        if extra is not None:
-            await self._stream(conn, view, seq, extra)
-
-    def _respond(self, conn: _Conn, view: RequestView, seq: int) -> list[tuple[str, str]] | None:
-        """Answer an error, a malformed body or JSON; the headers to stream with otherwise."""
-        p = self.profile
-        extra = list(p.ratelimit_headers.items())
-        status = self._status_for(seq)
-        if status != 200:
-            if status == 429:  # these override the profile's own rate-limit headers
-                limited = dict(extra)
-                if p.retry_after is not None:
-                    limited["retry-after"] = p.retry_after
-                limited["x-ratelimit-remaining-requests"] = "0"
-                limited["x-ratelimit-reset-requests"] = f"{p.retry_after or '1'}s"
-                extra = list(limited.items())
-            code = "rate_limit_exceeded" if status == 429 else f"sim_{status}"
-            type_ = (
-                "rate_limit_error"
-                if status == 429
-                else ("invalid_request_error" if status < 500 else "server_error")
-            )
-            conn.send(status, error_body(f"simulated {status} from {p.name}", type_, code), extra)
-            return None
-        if p.malformed:
-            conn.send(200, b"<html>this is not json</html>", extra)
-            return None
-        if not view.stream:
-            conn.send(200, chat_body(view, p, seq), extra)
-            return None
-        return extra
-
-    async def _stream(
-        self, conn: _Conn, view: RequestView, seq: int, extra: list[tuple[str, str]]
-    ) -> None:
-        p = self.profile
-        events = stream_events(view, p, seq)
-        conn.write(_head(200, b"text/event-stream", [("cache-control", "no-cache"), *extra], None))
-        delay = 1 / p.tokens_per_s if p.tokens_per_s > 0 else 0.0
-        for i, event in enumerate(events):
-            if p.cut_after_chunks is not None and i >= p.cut_after_chunks:
-                conn.abort()
-                return
-            if p.stall_after_chunks is not None and i >= p.stall_after_chunks:
-                await asyncio.Event().wait()
-            if p.garbage_after_chunks is not None and i == p.garbage_after_chunks:
-                conn.write(_chunk(b"data: {not json\n\n"))
-                conn.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
-                return
-            if delay and i:
-                await asyncio.sleep(delay)
-            conn.write(_chunk(event))
-        conn.write(b"0\r\n\r\n")
-
-
-class _Conn(asyncio.Protocol):
-    """One client connection: parses pipelined HTTP/1.1 requests, one response at a time."""
-
-    def __init__(self, server: SimServer) -> None:
-        self.server = server
-        self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.keep_alive = True
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.server._conns.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._conns.discard(self)
-        if self.task is not None and not self.task.done():
-            self.server.disconnects += 1
-            self.task.cancel()
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if self.task is None:
-            self._process()
-
-    def _process(self) -> None:
-        while self.task is None and self.transport is not None:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = bytes(self.buf[:end]).split(b"\r\n")
-            try:
-                method, path, _version = lines[0].split(b" ", 2)
-            except ValueError:
-                self.abort()
-                return
-            headers: dict[bytes, bytes] = {}
-            for line in lines[1:]:
-                key, _, value = line.partition(b":")
-                headers[key.strip().lower()] = value.strip()
-            length = int(headers.get(b"content-length", b"0") or 0)
-            if len(self.buf) < end + 4 + length:
-                return
-            body = bytes(self.buf[end + 4 : end + 4 + length])
-            del self.buf[: end + 4 + length]
-            self.keep_alive = headers.get(b"connection", b"").lower() != b"close"
-            self.server.route(self, method, path, headers, body)
-
-    # ---- writing ------------------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def send(self, status: int, body: bytes, extra: list[tuple[str, str]] | None = None) -> None:
-        self.write(_head(status, b"application/json", extra or [], len(body)) + body)
-        if not self.keep_alive:
-            self.close()
-
-    def spawn(self, coro: Any) -> None:
-        self.server.in_flight += 1
-        self.task = asyncio.get_running_loop().create_task(coro)
-        self.task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.server.in_flight -= 1
-        self.task = None
-        if not task.cancelled() and task.exception() is not None:
-            self.abort()
+    def _chat(self, conn: Connection, request: Request) -> None:
+        view = self._decode(conn, request.body)
+        if view is None:
             return
-        if self.transport is not None and not self.keep_alive:
-            self.close()
-        elif self.buf:
-            self._process()
+        self.chat_hits += 1
+        self.last_headers_raw, self.last_body = request.headers, request.body
+        p = self._profile
+        status = self._status(p)
+        id_ = f"{self._ids}{next(self._next_id)}"
+        streams = view.stream and status == 200 and not p.malformed
+        if (
+            p.hang
+            or p.latency_ms > 0
+            or (streams and (p.tokens_per_s > 0 or p.stall_after_chunks is not None))
+        ):
+            self.in_flight += 1
+            task = conn.spawn(self._later(conn, view, p, status, id_))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif streams:
+            self._stream_now(conn, view, p, id_)
+        else:
+            self._answer(conn, view, p, status, id_)
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def _answer(
+        self, conn: Connection, view: RequestView, p: SimProfile, status: int, id_: str
+    ) -> None:
+        """Everything but a stream: an error, a malformed body or a chat completion."""
+        headers = _headers(p, status)
+        if status != 200:
+            conn.respond(status, _error(status, p.name), headers)
+        elif p.malformed:
+            conn.respond(200, _MALFORMED, headers)
+        else:
+            conn.respond(200, chat_body(view, p, id_), headers)
 
-    def abort(self) -> None:
-        if self.transport is not None:
-            with contextlib.suppress(Exception):
-                self.transport.abort()
+    def _stream_now(self, conn: Connection, view: RequestView, p: SimProfile, id_: str) -> None:
+        """An instant stream in one write (no stall: that needs a task)."""
+        events = stream_events(view, p, id_)
+        sent, ending = _fault(p, len(events))
+        head = conn.head(200, _SSE_HEADERS + _headers(p, 200), SSE)
+        conn.write(head + b"".join([frame(e) for e in events[:sent]]))
+        self._end(conn, ending)
+
+    @staticmethod
+    def _end(conn: Connection, ending: str) -> None:
+        if ending == "cut":
+            conn.close()  # no terminating chunk: the client sees a broken body
+        elif ending == "garbage":
+            conn.end_stream(_GARBAGE)
+        elif ending == "end":
+            conn.end_stream()
+
+    async def _later(
+        self, conn: Connection, view: RequestView, p: SimProfile, status: int, id_: str
+    ) -> None:
+        """A response that waits: hang, latency, paced or stalling streams."""
+        try:
+            if p.hang:
+                await asyncio.get_running_loop().create_future()
+            if p.latency_ms > 0:
+                await asyncio.sleep(p.latency_ms / 1000)
+            if not (view.stream and status == 200 and not p.malformed):
+                self._answer(conn, view, p, status, id_)
+                return
+            events = stream_events(view, p, id_)
+            sent, ending = _fault(p, len(events))
+            conn.write(conn.head(200, _SSE_HEADERS + _headers(p, 200), SSE))
+            delay = 1 / p.tokens_per_s if p.tokens_per_s > 0 else 0.0
+            if not delay:
+                conn.write(b"".join([frame(e) for e in events[:sent]]))
+            for i in range(sent if delay else 0):
+                if i:
+                    await asyncio.sleep(delay)
+                conn.write(frame(events[i]))
+                await conn.drain()
+            if ending == "stall":  # keep the connection open and silent until the client leaves
+                await asyncio.get_running_loop().create_future()
+            self._end(conn, ending)
+        finally:
+            self.in_flight -= 1
+
+
+_Answer = Callable[[SimServer, Connection, Request], None]
+_ROUTES: dict[bytes, tuple[frozenset[bytes], _Answer]] = {
+    b"/v1/chat/completions": (_POST, SimServer._chat),
+    b"/chat/completions": (_POST, SimServer._chat),
+    b"/v1/embeddings": (_POST, SimServer._embeddings),
+    b"/embeddings": (_POST, SimServer._embeddings),
+    b"/v1/models": (_GET, SimServer._models),
+    b"/models": (_GET, SimServer._models),
+    b"/_sim/stats": (_GET, SimServer._stats),
+    b"/_sim/reset": (_POST, SimServer._reset),
+    b"/_sim/profile": (_GET | _POST, SimServer._profile_route),
+}
