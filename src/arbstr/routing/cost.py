@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import msgspec
+
 from arbstr.config import Provider
+from arbstr.routing.resolve import Candidate
 from arbstr.schemas.usage import Usage
 
 __all__ = [
+    "DEFAULT_OUTPUT_ESTIMATE",
+    "TokenCounts",
     "actual_cost",
     "actual_embedding_cost",
     "estimate_tokens",
     "expected_cost",
     "format_sats",
+    "price",
     "provider_reported_cost",
     "savings",
 ]
@@ -22,26 +27,68 @@ DEFAULT_OUTPUT_ESTIMATE = 256
 
 
 def estimate_tokens(prompt_chars: int, max_tokens: int | None) -> tuple[int, int]:
-    """(input, output) estimates: chars/4 rounded up, and `max_tokens` or 256."""
-    return math.ceil(
-        prompt_chars / 4
-    ), DEFAULT_OUTPUT_ESTIMATE if max_tokens is None else max_tokens
+    """`(in_est, out_est)`: chars/4 rounded up, and `max_tokens` or 256 when absent.
+
+    `max_tokens=0` stays 0 (embeddings plan with it: they rank on input tokens only);
+    negative values count as 0.
+    """
+    in_est = (max(prompt_chars, 0) + 3) // 4
+    out_est = DEFAULT_OUTPUT_ESTIMATE if max_tokens is None else max(max_tokens, 0)
+    return in_est, out_est
+
+
+def price(provider: Provider, uncached_in: int, cached_in: int, out: int) -> float:
+    """`(uncached_in*input_rate + cached_in*cached_input_rate + out*output_rate)/1000 + fee`."""
+    return (
+        uncached_in * provider.input_rate
+        + cached_in * provider.cached_input_rate
+        + out * provider.output_rate
+    ) / 1000 + provider.base_fee
 
 
 def expected_cost(provider: Provider, in_est: int, out_est: int) -> float:
-    """What this request is expected to cost at `provider`, in sats."""
+    """What this request is expected to cost at `provider`, in sats (no cache assumed)."""
     return (
         in_est * provider.input_rate + out_est * provider.output_rate
     ) / 1000 + provider.base_fee
 
 
-def _split(usage: Usage) -> tuple[int, int, int] | None:
-    if usage.prompt_tokens is None or usage.completion_tokens is None:
-        return None
-    details = usage.prompt_tokens_details
-    cached = (details.cached_tokens or 0) if details is not None else 0
-    cached = min(max(cached, 0), usage.prompt_tokens)
-    return usage.prompt_tokens - cached, cached, usage.completion_tokens
+def _count(value: int | None) -> int | None:
+    return value if value is not None and value >= 0 else None  # negative = garbage = unknown
+
+
+class TokenCounts(msgspec.Struct, frozen=True, gc=False):
+    """Token counts of a finished request; None means the upstream did not say (never 0).
+
+    `output` is `completion_tokens`, which already includes `reasoning`; `cached` is part of
+    `input` (`prompt_tokens_details.cached_tokens`).
+    """
+
+    input: int | None = None
+    cached: int | None = None
+    output: int | None = None
+    reasoning: int | None = None
+
+    @classmethod
+    def from_usage(cls, usage: Usage | None) -> TokenCounts:
+        """Read the counts out of an OpenAI usage object."""
+        if usage is None:
+            return cls()
+        prompt = usage.prompt_tokens_details
+        completion = usage.completion_tokens_details
+        return cls(
+            input=_count(usage.prompt_tokens),
+            cached=_count(prompt.cached_tokens) if prompt is not None else None,
+            output=_count(usage.completion_tokens),
+            reasoning=_count(completion.reasoning_tokens) if completion is not None else None,
+        )
+
+    def split_input(self) -> tuple[int, int] | None:
+        """`(uncached, cached)` input tokens; absent cached counts as 0, capped at input."""
+        if self.input is None:
+            return None
+        cached = min(self.cached or 0, self.input)
+        return self.input - cached, cached
 
 
 def actual_cost(provider: Provider, usage: Usage | None) -> float | None:
@@ -49,24 +96,19 @@ def actual_cost(provider: Provider, usage: Usage | None) -> float | None:
 
     `completion_tokens` already includes reasoning tokens, so they are not added again.
     """
-    if usage is None:
+    counts = TokenCounts.from_usage(usage)
+    split = counts.split_input()
+    if split is None or counts.output is None:
         return None
-    split = _split(usage)
-    if split is None:
-        return None
-    uncached, cached, out = split
-    return (
-        uncached * provider.input_rate
-        + cached * provider.cached_input_rate
-        + out * provider.output_rate
-    ) / 1000 + provider.base_fee
+    return price(provider, split[0], split[1], counts.output)
 
 
 def actual_embedding_cost(provider: Provider, usage: Usage | None) -> float | None:
-    """Sats for an embeddings request: input tokens and the base fee only."""
-    if usage is None or usage.prompt_tokens is None:
+    """Sats for an embeddings request: input tokens at `input_rate` plus the base fee."""
+    counts = TokenCounts.from_usage(usage)
+    if counts.input is None:
         return None
-    return usage.prompt_tokens * provider.input_rate / 1000 + provider.base_fee
+    return counts.input * provider.input_rate / 1000 + provider.base_fee
 
 
 def provider_reported_cost(usage: Usage | None) -> float | None:
@@ -77,21 +119,29 @@ def provider_reported_cost(usage: Usage | None) -> float | None:
 
 
 def savings(
-    paid: float, candidates: Sequence[object], usage: Usage, *, chat: bool = True
+    paid: float, candidates: Sequence[Candidate], usage: Usage | None, *, chat: bool = True
 ) -> float | None:
-    """Most expensive eligible candidate's cost for the same usage minus what was paid."""
-    costs = []
+    """What routing saved on this request, in sats; None when usage is unknown.
+
+    `savings = max(0, max(cost_c(usage) for c in candidates) - paid)`: `cost_c` is the actual
+    cost formula (`actual_cost`, or `actual_embedding_cost` when `chat` is false) at candidate
+    `c`'s rates for the *same* usage, over the plan's eligible candidates (after the policy
+    filter, the chosen one included). Rounded to 9 places so float noise never shows as savings.
+    """
+    cost_at = actual_cost if chat else actual_embedding_cost
+    dearest: float | None = None
     for cand in candidates:
-        provider: Provider = cand.provider  # type: ignore[attr-defined]
-        cost = actual_cost(provider, usage) if chat else actual_embedding_cost(provider, usage)
-        if cost is not None:
-            costs.append(cost)
-    if not costs:
+        cost = cost_at(cand.provider, usage)
+        if cost is not None and (dearest is None or cost > dearest):
+            dearest = cost
+    if dearest is None:
         return None
-    return round(max(0.0, max(costs) - paid), 9)
+    return round(max(0.0, dearest - paid), 9)
 
 
 def format_sats(value: float) -> str:
     """Decimal with up to 6 places, trailing zeros trimmed: `8`, `0.125`, `1.000001`."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
+    text = f"{value:.6f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
