@@ -27,6 +27,7 @@ from arbstr.recorder import Recorder
 from arbstr.records import RecordSink
 from arbstr.reliability.shared import StateSync
 from arbstr.routing.resolve import list_models as configured_models
+from arbstr.runtime import tune_gc
 from arbstr.stores.requestlog import RequestLog, open_request_log
 from arbstr.stores.state import StateStore, open_state_store
 from arbstr.telemetry import Metrics, MetricsSink
@@ -85,6 +86,7 @@ def create_app(
             logging.getLogger(name).setLevel(logging.WARNING)
         for warning in settings.warnings:
             log.warning("%s", warning)
+        tune_gc(server.gc_gen0_threshold)
         try:
             yield
         finally:

@@ -49,6 +49,7 @@ class ServerConfig(_Base):
     max_body_bytes: int = 10_485_760
     workers: int = 1
     shutdown_grace_s: float = 10.0
+    gc_gen0_threshold: int = 10_000  # 0 = CPython's default collector settings (ADR 0007)
 
 
 class DatabaseConfig(_Base):

@@ -38,7 +38,7 @@ class Recorder:
         spill_path: str | Path,
         max_queue: int = 50_000,
         batch_size: int = 1000,
-        linger_s: float = 0.005,
+        linger_s: float = 0.02,
         backoff_s: tuple[float, float] = (0.05, 5.0),
     ) -> None:
         self.store = store

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from arbstr.errors import ArbstrError, PayloadTooLarge
+from arbstr.ids import new_request_id
 
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["new_request_id", "read_body", "send_error", "send_response"]
 
 _JSON = (b"content-type", b"application/json")
-
-
-def new_request_id() -> str:
-    return str(uuid.uuid4())
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
