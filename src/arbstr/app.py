@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from arbstr.api.deps import dependencies
 from arbstr.api.errors import exception_handlers
+from arbstr.api.front import Front
 from arbstr.api.health import health, live, metrics_route, ratelimits, ready
 from arbstr.api.openai import (
     chat_completions,
@@ -43,7 +44,7 @@ def create_app(
     sink: RecordSink | None = None,
     state_store: StateStore | None = None,
     request_log: RequestLog | None = None,
-) -> Litestar:
+) -> Front:
     """Build the ASGI app; the shared client, stores, recorder and gateway live in the lifespan.
 
     `sink` (tests) receives every record too, beside the recorder.
@@ -96,7 +97,7 @@ def create_app(
             await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
             await log_store.aclose()
 
-    return Litestar(
+    litestar = Litestar(
         route_handlers=[
             chat_completions,
             embeddings,
@@ -119,6 +120,7 @@ def create_app(
         openapi_config=None,
         debug=False,
     )
+    return Front(litestar)
 
 
 def spill_path(settings: Settings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -39,6 +40,18 @@ class _Live(Collector):
         if self.recorder is not None:
             for key, value in self.recorder().items():
                 yield GaugeMetricFamily(f"arbstr_recorder_{key}", f"Recorder: {key}", value=value)
+
+
+@dataclass(slots=True, frozen=True)
+class _Series:
+    """The labelled children one record updates."""
+
+    requests: Counter
+    latency: Histogram
+    overhead: Histogram
+    input_tokens: Counter
+    output_tokens: Counter
+    cost: Counter
 
 
 class Metrics:
@@ -78,6 +91,7 @@ class Metrics:
             "arbstr_tokens", "Tokens by kind", [*labels, "kind"], registry=self.registry
         )
         self.cost = Counter("arbstr_cost_sats", "Cost in sats", labels, registry=self.registry)
+        self._series: dict[tuple[str, str, str, bool], _Series] = {}
 
     def attach(
         self,
@@ -96,19 +110,38 @@ class Metrics:
             else:
                 model = "other"
         status = str(r.status // 100) + "xx" if r.status else "0"
-        self.requests.labels(provider, model, status, "true" if r.streaming else "false").inc()
+        series = self._series.get((provider, model, status, r.streaming))
+        if series is None:
+            series = self._bind(provider, model, status, r.streaming)
+        series.requests.inc()
         if not r.success:
             self.errors.labels(r.error_code or "unknown").inc()
         if r.latency_ms is not None:
-            self.latency.labels(provider, model).observe(r.latency_ms / 1000)
+            series.latency.observe(r.latency_ms / 1000)
         if r.overhead_ms is not None:
-            self.overhead.labels(provider).observe(r.overhead_ms / 1000)
+            series.overhead.observe(r.overhead_ms / 1000)
         if r.input_tokens:
-            self.tokens.labels(provider, model, "input").inc(r.input_tokens)
+            series.input_tokens.inc(r.input_tokens)
         if r.output_tokens:
-            self.tokens.labels(provider, model, "output").inc(r.output_tokens)
+            series.output_tokens.inc(r.output_tokens)
         if r.cost_sats:
-            self.cost.labels(provider, model).inc(r.cost_sats)
+            series.cost.inc(r.cost_sats)
+
+    def _bind(self, provider: str, model: str, status: str, streaming: bool) -> _Series:
+        # `labels()` validates and locks on every call; bind each label set once (the sets are
+        # bounded: providers x bounded models x status classes x streaming)
+        series = _Series(
+            requests=self.requests.labels(
+                provider, model, status, "true" if streaming else "false"
+            ),
+            latency=self.latency.labels(provider, model),
+            overhead=self.overhead.labels(provider),
+            input_tokens=self.tokens.labels(provider, model, "input"),
+            output_tokens=self.tokens.labels(provider, model, "output"),
+            cost=self.cost.labels(provider, model),
+        )
+        self._series[(provider, model, status, streaming)] = series
+        return series
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,14 +15,25 @@ from arbstr.api.deps import GatewayDep, json_response
 from arbstr.errors import ArbstrError, BadRequest
 from arbstr.gateway import Gateway, RequestMeta
 
-__all__ = ["chat_completions", "cost_estimate", "embeddings", "list_models", "list_providers"]
+__all__ = [
+    "PROXY_ROUTES",
+    "chat_completions",
+    "cost_estimate",
+    "embeddings",
+    "list_models",
+    "list_providers",
+]
 
 log = logging.getLogger("arbstr.api")
 
 _POLICY = b"x-arbstr-policy"
+PROXY_ROUTES = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
 
 
-async def _proxy(scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+async def proxy(
+    scope: Scope, receive: Receive, send: Send, endpoint: str, gateway: Gateway
+) -> None:
+    """One proxied request, end to end; every failure answers in the OpenAI error shape."""
     started = time.monotonic()
     request_id = new_request_id()
     if scope.get("method") != "POST":
@@ -33,7 +44,6 @@ async def _proxy(scope: Scope, receive: Receive, send: Send, endpoint: str) -> N
         )
         await send_error(send, error, request_id, [(b"allow", b"POST")])
         return
-    gateway: Gateway = scope["litestar_app"].state.gateway
     policy: str | None = None
     for key, value in scope["headers"]:
         if key == _POLICY:
@@ -63,13 +73,13 @@ async def _proxy(scope: Scope, receive: Receive, send: Send, endpoint: str) -> N
 @asgi("/v1/chat/completions", copy_scope=False)
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/chat/completions: routed, retried, streamed through, recorded."""
-    await _proxy(scope, receive, send, "chat")
+    await proxy(scope, receive, send, "chat", scope["litestar_app"].state.gateway)
 
 
 @asgi("/v1/embeddings", copy_scope=False)
 async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/embeddings: routed and priced on input tokens."""
-    await _proxy(scope, receive, send, "embeddings")
+    await proxy(scope, receive, send, "embeddings", scope["litestar_app"].state.gateway)
 
 
 class _Model(msgspec.Struct):
