@@ -29,7 +29,8 @@ def table(summary: dict[str, Any]) -> str:
     lines = [
         f"Machine: {cpu or platform.processor()}, {platform.python_implementation()} "
         f"{platform.python_version()}; server {summary['server']} x{summary['workers']} "
-        f"worker(s), pinned={summary['pinned']}, load client {summary['client']}.",
+        f"worker(s), upstream transport {summary.get('transport', 'http1')}, "
+        f"pinned={summary['pinned']}, load client {summary['client']}.",
         f"Gateway RSS idle: {_f(summary['idle_rss_mb'], 1)} MB.",
         "",
         "| mode | conc | direct rps | arbstr rps | direct p50 ms | arbstr p50 ms | overhead p50 ms "
@@ -51,7 +52,8 @@ def table(summary: dict[str, Any]) -> str:
         lines += [
             "",
             f"Soak: {soak['seconds']:.0f} s at c=16: RSS {soak['rss_before_mb']:.1f} -> "
-            f"{soak['rss_after_mb']:.1f} MB ({growth:+.1f}%).",
+            f"{soak['rss_after_mb']:.1f} MB ({growth:+.1f}%), "
+            f"{_f(soak.get('rps'), 0)} req/s, {soak.get('errors', 0)} errors.",
         ]
     return "\n".join(lines)
 

@@ -189,8 +189,10 @@ def measure(
     return result
 
 
-def config(upstream: str, db: str) -> str:
+def config(upstream: str, db: str, transport: str) -> str:
     return f"""
+[server]
+upstream_transport = "{transport}"
 [database]
 url = "sqlite:///{db}"
 [[providers]]
@@ -221,6 +223,7 @@ def main() -> None:
     )
     ap.add_argument("--server", default="uvicorn", choices=["granian", "uvicorn"])
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--transport", default="http1", choices=["http1", "aiohttp"])
     ap.add_argument("--pin", action="store_true", help="gateway on CPU 0, upstream+client on CPU 1")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--duration", type=float, default=5.0)
@@ -262,7 +265,7 @@ def main() -> None:
             wait_port(sim_port)
             upstream = f"http://127.0.0.1:{sim_port}/v1"
         cfg = tmp / "arbstr.toml"
-        cfg.write_text(config(upstream, str(tmp / "bench.db")))
+        cfg.write_text(config(upstream, str(tmp / "bench.db"), args.transport))
         cfg.chmod(0o600)
         gw_port = free_port()
         gw = spawn(
@@ -323,10 +326,17 @@ def main() -> None:
         soak = None
         if args.soak:
             before = rss_mb(gw.pid)
-            measure(gateway, 16, args.soak, False, args, gw.pid)
-            soak = {"seconds": args.soak, "rss_before_mb": before, "rss_after_mb": rss_mb(gw.pid)}
+            load = measure(gateway, 16, args.soak, False, args, gw.pid)
+            soak = {
+                "seconds": args.soak,
+                "rss_before_mb": before,
+                "rss_after_mb": rss_mb(gw.pid),
+                "rps": load.get("rps"),
+                "errors": load.get("errors") or 0,
+            }
         summary = {
             "server": args.server,
+            "transport": args.transport,
             "workers": args.workers,
             "pinned": args.pin,
             "client": args.client,

@@ -54,7 +54,9 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         server = settings.config.server
         upstream = Upstream(
-            connect_timeout_s=server.connect_timeout_s, read_timeout_s=server.request_timeout_s
+            connect_timeout_s=server.connect_timeout_s,
+            read_timeout_s=server.request_timeout_s,
+            transport=server.upstream_transport,
         )
         health_state = Health.create(settings.config.reliability, settings.providers)
         names = [p.name for p in settings.providers]

@@ -50,6 +50,7 @@ class ServerConfig(_Base):
     workers: int = 1
     shutdown_grace_s: float = 10.0
     gc_gen0_threshold: int = 10_000  # 0 = CPython's default collector settings (ADR 0007)
+    upstream_transport: Literal["http1", "aiohttp"] = "http1"  # ADR 0009
 
 
 class DatabaseConfig(_Base):

@@ -10,7 +10,7 @@ import pytest
 
 from arbstr.sim import SimProfile
 
-from .conftest import SimSpec, StackFactory
+from .conftest import DEFAULT_HEAD, SimSpec, StackFactory
 
 
 def sim_stats(url: str) -> dict[str, Any]:
@@ -236,3 +236,24 @@ def test_metrics_endpoint(stack: StackFactory) -> None:
     assert 'arbstr_circuit_state{provider="cheap"} 0.0' in text
     assert "arbstr_gateway_overhead_seconds_bucket" in text
     assert 'arbstr_cost_sats_total{model="gpt-4o-mini",provider="cheap"}' in text
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+def test_both_upstream_transports_proxy_json_and_streams(
+    stack: StackFactory, transport: str
+) -> None:
+    head = DEFAULT_HEAD + f'[server]\nupstream_transport = "{transport}"\n'
+    s = stack(
+        [SimSpec("down", SimProfile(failure_rate=1.0, failure_status=503)), SimSpec("up")],
+        head=head,
+    )
+    client = sdk(s.url)
+    for _ in range(3):  # reused keep-alive connections, a failover each time
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+        assert raw.headers["x-arbstr-provider"] == "up"
+        assert raw.parse().choices[0].message.content
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert s.sink.records[-1].stream_status == "completed"

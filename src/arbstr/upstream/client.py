@@ -6,15 +6,24 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
-__all__ = ["ErrorKind", "Upstream", "body_headers", "error_kind", "rate_limit_headers"]
+from arbstr.upstream.http1 import Http1Transport
+
+__all__ = [
+    "ErrorKind",
+    "TransportName",
+    "Upstream",
+    "body_headers",
+    "error_kind",
+    "rate_limit_headers",
+]
 
 ErrorKind = Literal["connect", "timeout", "read"]
+TransportName = Literal["http1", "aiohttp"]
 
 
 class Upstream:
-    """One keep-alive pool per process, on the aiohttp transport, driven with httpx's types.
+    """One keep-alive pool per process, on our HTTP/1.1 transport, driven with httpx's types.
 
     The hot path builds an `httpx.Request` with a pre-parsed URL and hands it straight to the
     transport: `AsyncClient.send` would add URL merging, cookie extraction, auth and redirect
@@ -23,14 +32,14 @@ class Upstream:
     """
 
     def __init__(
-        self, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int = 512
+        self,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_connections: int = 512,
+        transport: TransportName = "http1",
     ) -> None:
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-        )
-        self.transport = AiohttpTransport(limits=limits, trust_env=False)
+        self.transport = _transport(transport, max_connections)
         self.connect_timeout_s = connect_timeout_s
         self.client = httpx.AsyncClient(
             transport=self.transport,
@@ -92,6 +101,21 @@ class Upstream:
         await self.client.aclose()
 
 
+def _transport(name: TransportName, max_connections: int) -> httpx.AsyncBaseTransport:
+    """Our own HTTP/1.1 transport (ADR 0009), or the `httpx-aiohttp` one it replaced, kept as
+    an operator's escape hatch (`[server] upstream_transport = "aiohttp"`)."""
+    if name == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=30.0,
+        )
+        return AiohttpTransport(limits=limits, trust_env=False)
+    return Http1Transport(max_connections=max_connections, keepalive_expiry=30.0)
+
+
 async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
     stream = response.stream
     assert isinstance(stream, httpx.AsyncByteStream)
@@ -126,10 +150,10 @@ def rate_limit_headers(response: httpx.Response) -> dict[str, str] | None:
 
 
 def error_kind(exc: BaseException) -> ErrorKind:
-    """Translate an httpx/aiohttp transport error once, at the boundary, into our three kinds."""
+    """Translate a transport error once, at the boundary, into our three kinds."""
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        # aiohttp reports a refused or reset connection as ClientConnectionError, which the
-        # transport maps to ConnectTimeout; look at the cause to tell the two apart.
+        # the aiohttp transport reports a refused or reset connection as ConnectTimeout (from
+        # aiohttp's ClientConnectionError); look at the cause to tell the two apart.
         cause = exc.__cause__
         if isinstance(exc, httpx.ConnectTimeout) and cause is not None:
             if isinstance(cause, TimeoutError) or "timeout" in type(cause).__name__.lower():
