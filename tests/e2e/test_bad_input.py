@@ -64,6 +64,7 @@ def test_bad_chat_requests(
         timeout=10,
     )
     assert response.status_code == status, response.text
+    assert response.headers["content-length"] == str(len(response.content))
     error = _error(response)
     assert error["code"] == code
     if param is not None:

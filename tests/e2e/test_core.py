@@ -85,6 +85,8 @@ def test_upstream_body_returns_byte_for_byte(stack: StackFactory) -> None:
     assert "client-key" not in str(seen["last_headers"])
     direct = httpx.post(f"{s.sims.urls[1]}/chat/completions", json=body, timeout=10)
     assert gw.headers["content-type"] == direct.headers["content-type"]
+    assert gw.headers["content-length"] == str(len(gw.content))  # sized, not chunked
+    assert "transfer-encoding" not in gw.headers
     # same shape (ids and timestamps differ per call)
     assert gw.json().keys() == direct.json().keys()
 

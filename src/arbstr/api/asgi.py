@@ -60,20 +60,26 @@ async def send_error(
         headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
     if extra:
         headers.extend(extra)
+    body = error.body()
+    headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.body(), "more_body": False})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def send_response(
     scope: Scope, receive: Receive, send: Send, response: GatewayResponse
 ) -> None:
-    """Send a gateway response; a stream is cancelled as soon as the client goes away."""
-    await send(
-        {"type": "http.response.start", "status": response.status, "headers": response.headers}
-    )
+    """Send a gateway response; a stream is cancelled as soon as the client goes away.
+
+    A whole body goes out with its length (not chunked): clients and intermediaries can size it.
+    """
+    headers = response.headers
     if response.stream is None:
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body, "more_body": False})
         return
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await _send_stream(receive, send, response.stream)
 
 
