@@ -19,6 +19,15 @@ def _f(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _ttfb(row: dict[str, Any]) -> str:
+    """First-byte overhead, with the load the (slower, Python) first-byte client put on."""
+    value = row.get("ttfb_overhead_p50_ms")
+    rps = row["arbstr"].get("ttfb_rps")
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" (at {rps:,.0f}/s)" if rps else "")
+
+
 def table(summary: dict[str, Any]) -> str:
     cpu = subprocess.run(
         ["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
@@ -42,7 +51,7 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {row['mode']} | {row['concurrency']} | {_f(d['rps'], 0)} | {_f(a['rps'], 0)} "
             f"| {_f(d['p50_ms'])} | {_f(a['p50_ms'])} | {_f(row['overhead_p50_ms'])} "
-            f"| {_f(row['overhead_p99_ms'])} | {_f(row.get('ttfb_overhead_p50_ms'))} "
+            f"| {_f(row['overhead_p99_ms'])} | {_ttfb(row)} "
             f"| {_f(a.get('cpu_ms_per_req'), 3)} | {_f(a.get('rss_mb'), 1)} "
             f"| {d['errors'] + a['errors']} |"
         )
@@ -54,6 +63,15 @@ def table(summary: dict[str, Any]) -> str:
             f"Soak: {soak['seconds']:.0f} s at c=16: RSS {soak['rss_before_mb']:.1f} -> "
             f"{soak['rss_after_mb']:.1f} MB ({growth:+.1f}%), "
             f"{_f(soak.get('rps'), 0)} req/s, {soak.get('errors', 0)} errors.",
+        ]
+    rec = summary.get("recorded")
+    if rec:
+        lines += [
+            "",
+            f"Request log: {rec['answered']:,} requests answered through the gateway (counted by "
+            f"the clients), {rec.get('rows_written', 0):,.0f} rows written to SQLite, "
+            f"{rec.get('queue_depth', 0):.0f} still queued, {rec.get('spilled', 0):.0f} spilled, "
+            f"{rec.get('dropped', 0):.0f} dropped.",
         ]
     return "\n".join(lines)
 

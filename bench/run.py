@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -180,12 +181,16 @@ def measure(
     else:
         result = pyload(url, conc, duration, stream)
     if gw_pid:  # CPU over the counted requests only (not the first-byte pass below)
+        args.sent += result["requests"]
         used = cpu_seconds(gw_pid) - cpu0
         result["cpu_ms_per_req"] = used * 1000 / max(1, result["requests"])
         result["rss_mb"] = rss_mb(gw_pid)
     if stream and args.client == "wrk":  # first-byte latency needs our own client
         ttfb = pyload(url, min(conc, 16), min(duration, 3), True)
         result["ttfb_p50_ms"], result["ttfb_p99_ms"] = ttfb["ttfb_p50_ms"], ttfb["ttfb_p99_ms"]
+        result["ttfb_rps"] = ttfb["rps"]  # the load during that pass (the client is slower)
+        if gw_pid:
+            args.sent += ttfb["requests"]
     return result
 
 
@@ -202,6 +207,14 @@ api_key = "bench-key-not-secret"
 input_rate = 1.0
 output_rate = 2.0
 """
+
+
+def recorder_figures(gateway: str) -> dict[str, float]:
+    """The recorder's own counters from /metrics: rows written, spilled, dropped, queued."""
+    with urllib.request.urlopen(gateway.removesuffix("/v1") + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(r"^arbstr_recorder_(\w+) ([\d.e+]+)$", text, re.M)
+    return {k: float(v) for k, v in found}
 
 
 def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -238,6 +251,7 @@ def main() -> None:
         "--soak", type=float, default=0.0, help="seconds of full load to watch RSS growth"
     )
     args = ap.parse_args()
+    args.sent = 0  # requests answered through the gateway, counted by the clients
     gw_cpus = ("0" if args.workers == 1 else "0,1") if args.pin else None
     args.client_cpus = "1" if args.pin else None
     if args.pin and hasattr(os, "sched_setaffinity"):
@@ -334,6 +348,7 @@ def main() -> None:
                 "rps": load.get("rps"),
                 "errors": load.get("errors") or 0,
             }
+        time.sleep(1.0)  # the recorder lingers 20 ms per batch; let it drain
         summary = {
             "server": args.server,
             "transport": args.transport,
@@ -342,6 +357,7 @@ def main() -> None:
             "client": args.client,
             "idle_rss_mb": idle_rss,
             "soak": soak,
+            "recorded": {"answered": args.sent, **recorder_figures(gateway)},
             "results": results,
         }
         if args.json_out:

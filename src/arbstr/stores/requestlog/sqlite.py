@@ -26,18 +26,24 @@ from arbstr.stores.requestlog.sql import (
 __all__ = ["SqliteRequestLog"]
 
 
-_SLICE = 32  # rows per executemany: about 0.25 ms of writer CPU (index upkeep) at a time
+_SLICE = 32  # rows per executemany: about 0.4 ms of writer CPU (index upkeep) at a time
+_BEHIND = 400  # a batch this large means the writer is behind: write it at full speed
 _yield_core = getattr(os, "sched_yield", lambda: None)  # not on Windows
 
 
 def _in_slices(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """Insert in short slices and yield the core between them.
+    """Insert in short slices and yield the core between them, unless the writer is behind.
 
     On a core it shares with the event loop, the writer thread would otherwise run a whole
     batch (~2 ms for 170 rows with the request indexes) before the scheduler lets the loop
     back in: every request that arrived meanwhile waited, which was the whole p99 tail at
-    concurrency 1 (1.9 -> 0.8 ms with slices; docs/benchmarks.md).
+    concurrency 1 (1.9 -> 0.7 ms with slices; docs/benchmarks.md). Yielding also caps the
+    writer's share of a saturated core below what it needs, so a large batch (a backlog)
+    is written without yielding; batches shrink again once it has caught up.
     """
+    if len(rows) >= _BEHIND:
+        conn.executemany(sql, rows)
+        return
     for i in range(0, len(rows), _SLICE):
         if i:
             _yield_core()
