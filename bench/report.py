@@ -19,6 +19,19 @@ def _f(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+MIN_HEADROOM = 3.0  # the upstream must be this many times faster than the gateway
+
+
+def headroom(summary: dict[str, Any]) -> float | None:
+    """The smallest direct/arbstr throughput ratio over all rows (None without rows)."""
+    ratios = [
+        row["direct"]["rps"] / row["arbstr"]["rps"]
+        for row in summary["results"]
+        if row["direct"].get("rps") and row["arbstr"].get("rps")
+    ]
+    return min(ratios) if ratios else None
+
+
 def _ttfb(row: dict[str, Any]) -> str:
     """First-byte overhead, with the load the (slower, Python) first-byte client put on."""
     value = row.get("ttfb_overhead_p50_ms")
@@ -55,6 +68,14 @@ def table(summary: dict[str, Any]) -> str:
             f"| {_f(a.get('cpu_ms_per_req'), 3)} | {_f(a.get('rss_mb'), 1)} "
             f"| {d['errors'] + a['errors']} |"
         )
+    ratio = headroom(summary)
+    if ratio is not None:
+        verdict = "fine" if ratio >= MIN_HEADROOM else "TOO LOW: this table measures the upstream"
+        lines += [
+            "",
+            f"Upstream headroom: the direct upstream served at least {ratio:.1f}x the gateway's "
+            f"rate in every row (needs >= {MIN_HEADROOM:g}x: {verdict}).",
+        ]
     soak = summary.get("soak")
     if soak:
         growth = (soak["rss_after_mb"] / soak["rss_before_mb"] - 1) * 100

@@ -360,6 +360,15 @@ def main() -> None:
             "recorded": {"answered": args.sent, **recorder_figures(gateway)},
             "results": results,
         }
+        from bench.report import MIN_HEADROOM, headroom
+
+        ratio = headroom(summary)
+        if ratio is not None and ratio < MIN_HEADROOM:
+            print(
+                f"warning: the upstream is only {ratio:.1f}x faster than the gateway; "
+                "the figures measure the upstream as much as arbstr",
+                file=sys.stderr,
+            )
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(summary, indent=2))
         if args.markdown:

@@ -78,3 +78,4 @@ def test_report_replaces_only_the_results_block(tmp_path: Path) -> None:
     assert "0.90 (at 3,300/s)" in text
     assert "(+10.0%)" in text
     assert "100 requests answered" in text and "100 rows written" in text
+    assert "at least 9.3x the gateway's rate in every row" in text and "fine" in text
