@@ -262,7 +262,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self, origin: _Origin, connect_s: float | None, pool_s: float | None
     ) -> tuple[_Conn, bool]:
         """An idle kept-alive connection to `origin`, else a new one once a slot is free."""
-        deadline = None if pool_s is None else time.monotonic() + pool_s
+        deadline = None if pool_s is None else asyncio.get_running_loop().time() + pool_s
         while True:
             conn = self._take_idle(origin)
             if conn is not None:
@@ -272,7 +272,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             if self._freed is None:
                 self._freed = asyncio.Event()
             try:
-                async with asyncio.timeout_at(None if deadline is None else _loop_time(deadline)):
+                async with asyncio.timeout_at(deadline):
                     await self._freed.wait()
             except TimeoutError:
                 raise httpx.PoolTimeout("no upstream connection became free in time") from None
@@ -355,11 +355,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
             for conn in conns:
                 self._drop(conn)
         self._idle.clear()
-
-
-def _loop_time(deadline: float) -> float:
-    """A `time.monotonic()` deadline on the running loop's clock."""
-    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 def _head(request: httpx.Request, body: bytes) -> bytes:

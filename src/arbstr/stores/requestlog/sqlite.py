@@ -27,11 +27,13 @@ __all__ = ["SqliteRequestLog"]
 
 
 _SLICE = 32  # rows per executemany: about 0.4 ms of writer CPU (index upkeep) at a time
-_BEHIND = 400  # a batch this large means the writer is behind: write it at full speed
+_BEHIND = 400  # requests in a batch that mean the writer is behind: write at full speed
 _yield_core = getattr(os, "sched_yield", lambda: None)  # not on Windows
 
 
-def _in_slices(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+def _in_slices(
+    conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]], behind: bool
+) -> None:
     """Insert in short slices and yield the core between them, unless the writer is behind.
 
     On a core it shares with the event loop, the writer thread would otherwise run a whole
@@ -41,7 +43,7 @@ def _in_slices(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) 
     writer's share of a saturated core below what it needs, so a large batch (a backlog)
     is written without yielding; batches shrink again once it has caught up.
     """
-    if len(rows) >= _BEHIND:
+    if behind:
         conn.executemany(sql, rows)
         return
     for i in range(0, len(rows), _SLICE):
@@ -140,8 +142,9 @@ class SqliteRequestLog(SqlRequestLog):
                 requests = [r for r in requests if r[0] not in existing]
                 attempts = [a for a in attempts if a[0] not in existing]
                 records = [r for r in records if r.id not in existing]
-            _in_slices(conn, INSERT_REQUEST, requests)
-            _in_slices(conn, INSERT_ATTEMPT, attempts)
+            behind = len(requests) >= _BEHIND  # one verdict per batch, attempts included
+            _in_slices(conn, INSERT_REQUEST, requests, behind)
+            _in_slices(conn, INSERT_ATTEMPT, attempts, behind)
             conn.executemany(UPSERT_ROLLUP, self.rollups(records))
             conn.execute("COMMIT")
         except BaseException:
