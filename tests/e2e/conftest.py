@@ -14,7 +14,7 @@ import uvicorn
 
 from arbstr.app import create_app
 from arbstr.config import parse_settings
-from arbstr.records import MemorySink
+from arbstr.records import MemorySink, RequestRecord
 from arbstr.sim import SimCluster, SimProfile, run_in_thread
 
 
@@ -46,6 +46,15 @@ class Stack:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
+
+    def last_record(self, count: int = 1, timeout_s: float = 5.0) -> RequestRecord:
+        """The newest record once `count` exist. A stream is recorded when its relay ends, just
+        after the last bytes go out, so a client that stops reading at `[DONE]` (the SDKs) can
+        be done before the record is submitted."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.sink.records) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.sink.records[-1]
 
 
 class GatewayThread:

@@ -258,4 +258,4 @@ def test_both_upstream_transports_proxy_json_and_streams(
         assert raw.parse().choices[0].message.content
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert s.sink.records[-1].stream_status == "completed"
+    assert s.last_record(count=4).stream_status == "completed"

@@ -49,7 +49,7 @@ def test_content_reassembles_and_usage_cost_are_right(stack: StackFactory) -> No
     # the last event is arbstr's trailer (the SDK tolerates it); usage comes just before it
     usage = next(c.usage for c in reversed(chunks) if getattr(c, "usage", None))
     assert usage is not None
-    record = s.sink.records[-1]
+    record = s.last_record()
     assert record.streaming and record.success and record.stream_status == "completed"
     assert record.output_tokens == usage.completion_tokens
     cost = (usage.prompt_tokens * 4 + usage.completion_tokens * 8) / 1000 + 0.25
@@ -133,7 +133,7 @@ def test_mid_stream_failure_is_visible(stack: StackFactory, profile: SimProfile,
             model="gpt-4o-mini", messages=MESSAGES, stream=True
         ):
             pass
-    record = s.sink.records[-1]
+    record = s.last_record(count=2)
     assert not record.success
     assert record.stream_status == (
         "idle_timeout" if code == "stream_idle_timeout" else "upstream_error"
