@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from litestar import Litestar
 
 from arbstr.api.deps import dependencies
 from arbstr.api.errors import exception_handlers
-from arbstr.api.front import Front
+from arbstr.api.front import ArbstrApp
 from arbstr.api.health import health, live, metrics_route, ratelimits, ready
 from arbstr.api.openai import (
     chat_completions,
@@ -20,6 +21,7 @@ from arbstr.api.openai import (
     list_models,
     list_providers,
 )
+from arbstr.api.openapi import document_proxy_routes, openapi_config
 from arbstr.api.stats import get_request, list_requests, stats, timeseries
 from arbstr.attempts import Health
 from arbstr.config import Settings, load_settings
@@ -31,6 +33,7 @@ from arbstr.routing.resolve import list_models as configured_models
 from arbstr.runtime import tune_gc
 from arbstr.stores.requestlog import RequestLog, open_request_log
 from arbstr.stores.state import StateStore, open_state_store
+from arbstr.stores.urls import sqlite_path
 from arbstr.telemetry import Metrics, MetricsSink
 from arbstr.upstream.client import Upstream
 
@@ -44,7 +47,7 @@ def create_app(
     sink: RecordSink | None = None,
     state_store: StateStore | None = None,
     request_log: RequestLog | None = None,
-) -> Front:
+) -> ArbstrApp:
     """Build the ASGI app; the shared client, stores, recorder and gateway live in the lifespan.
 
     `sink` (tests) receives every record too, beside the recorder.
@@ -89,6 +92,7 @@ def create_app(
             logging.getLogger(name).setLevel(logging.WARNING)
         for warning in settings.warnings:
             log.warning("%s", warning)
+        refresher = asyncio.create_task(_refresh(metrics)) if metrics.multiproc else None
         tune_gc(server.gc_gen0_threshold)
         try:
             yield
@@ -98,8 +102,11 @@ def create_app(
             await upstream.aclose()
             await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
             await log_store.aclose()
+            if refresher is not None:
+                refresher.cancel()
+            metrics.close()
 
-    litestar = Litestar(
+    app = ArbstrApp(
         route_handlers=[
             chat_completions,
             embeddings,
@@ -119,10 +126,18 @@ def create_app(
         dependencies=dependencies,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        openapi_config=None,
+        openapi_config=openapi_config(),
         debug=False,
     )
-    return Front(litestar)
+    document_proxy_routes(app)
+    return app
+
+
+async def _refresh(metrics: Metrics, every_s: float = 1.0) -> None:
+    """Several workers: keep this worker's gauges fresh for scrapes served by the others."""
+    while True:
+        await asyncio.sleep(every_s)
+        metrics.refresh()
 
 
 def spill_path(settings: Settings) -> str:
@@ -131,8 +146,8 @@ def spill_path(settings: Settings) -> str:
     if db.spill_path:
         return db.spill_path
     url = db.effective_url
-    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        return url.removeprefix("sqlite:///") + ".spill.jsonl"
+    if url.startswith("sqlite://") and (path := sqlite_path(url)) != ":memory:":
+        return path + ".spill.jsonl"
     return "arbstr-spill.jsonl"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -15,7 +15,7 @@ from arbstr.config import Provider, ReliabilityConfig
 from arbstr.errors import ArbstrError, UpstreamTimeout
 from arbstr.records import AttemptRow
 from arbstr.reliability.circuit import Admission, BreakerRegistry, State
-from arbstr.reliability.cooldown import CooldownTracker, Key, ManualLimiter
+from arbstr.reliability.cooldown import Cooldown, CooldownTracker, Key, ManualLimiter
 from arbstr.reliability.ratelimit_headers import parse_quota
 from arbstr.reliability.retry import (
     Action,
@@ -83,14 +83,33 @@ class Health:
         ]
         return max(0.0, min(ends)) if ends else None
 
-    def report(self, providers: Sequence[str]) -> dict[str, Any]:
-        """`/health`: ok, degraded (a circuit not closed, a cooldown), unhealthy (none usable)."""
+    def _blocking_cooldown(self, name: str, models: Sequence[str]) -> Cooldown | None:
+        """The cooldown that keeps every configured model of a provider out, else None.
+
+        `models` empty means the provider serves any model: only a provider-wide cooldown (or
+        a used-up manual limit) keeps it out then.
+        """
+        whole = self.cooldowns.active(name, None) or self.limiter.admit(name, None)
+        if whole is not None or not models:
+            return whole
+        found = [self.cooldowns.active(name, m) for m in models]
+        cooling = [c for c in found if c is not None]
+        if len(cooling) < len(found):
+            return None
+        return min(cooling, key=lambda c: c.until)
+
+    def report(self, providers: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """`/health`: ok, degraded (a circuit not closed, a cooldown), unhealthy (none usable).
+
+        `providers` maps each provider to the models it is configured for (its `models` and
+        its chain entries; empty = any model).
+        """
         out: dict[str, Any] = {}
         usable = 0
         degraded = False
-        for name in providers:
+        for name, models in providers.items():
             snap = self.breakers.get(name).snapshot()
-            cooling = self.cooldowns.active(name, None)
+            cooling = self._blocking_cooldown(name, models)
             entry: dict[str, Any] = {"state": snap.state, "failure_count": snap.failure_count}
             if cooling is not None:
                 entry["cooldown_s"] = round(cooling.until - time.monotonic(), 3)

@@ -11,7 +11,15 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from arbstr.secrets import ApiKey, SecretError, permission_warning, resolve_api_key
+from arbstr.secrets import (
+    ApiKey,
+    ResolvedKey,
+    SecretError,
+    clean_key,
+    expand_env,
+    permission_warning,
+    resolve_api_key,
+)
 
 __all__ = [
     "AuthConfig",
@@ -198,8 +206,14 @@ def config_path(explicit: str | Path | None = None) -> Path:
     return Path(env) if env else Path("arbstr.toml")
 
 
-def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read and validate a config file; raises `ConfigError`."""
+def load_settings(
+    path: str | Path | None = None, env: dict[str, str] | None = None, *, need_keys: bool = True
+) -> Settings:
+    """Read and validate a config file; raises `ConfigError`.
+
+    `need_keys=False` (read-only commands: they need the database, not the providers): a key
+    that cannot be resolved is a warning and the provider is keyless, not an error.
+    """
     p = config_path(path)
     try:
         data = p.read_bytes()
@@ -207,7 +221,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         raise ConfigError(str(p), "", "file not found (run `arbstr init` to write one)") from None
     except OSError as e:
         raise ConfigError(str(p), "", f"cannot read: {e.strerror}") from None
-    settings = parse_settings(data, source=str(p), env=env)
+    settings = parse_settings(data, source=str(p), env=env, need_keys=need_keys)
     warn = permission_warning(p)
     if warn:
         settings = msgspec.structs.replace(settings, warnings=(*settings.warnings, warn))
@@ -218,9 +232,13 @@ _MSGSPEC_PATH = re.compile(r" - at `\$\.?(.*)`$")
 
 
 def parse_settings(
-    data: bytes | str, source: str = "<config>", env: dict[str, str] | None = None
+    data: bytes | str,
+    source: str = "<config>",
+    env: dict[str, str] | None = None,
+    *,
+    need_keys: bool = True,
 ) -> Settings:
-    """Decode and validate TOML text into `Settings`."""
+    """Decode and validate TOML text into `Settings` (`need_keys`: see `load_settings`)."""
     text = data.decode() if isinstance(data, bytes) else data
     try:
         raw = tomllib.loads(text)
@@ -238,7 +256,7 @@ def parse_settings(
             path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
             reason = "unknown key"
         raise ConfigError(source, path, reason.replace("`", "")) from None
-    return _validate(config, source, env)
+    return _validate(config, source, env, need_keys)
 
 
 def _check_url(url: str) -> bool:
@@ -246,7 +264,9 @@ def _check_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def _validate(config: Config, source: str, env: dict[str, str] | None) -> Settings:
+def _validate(
+    config: Config, source: str, env: dict[str, str] | None, need_keys: bool = True
+) -> Settings:
     def fail(path: str, reason: str) -> ConfigError:
         return ConfigError(source, path, reason)
 
@@ -292,7 +312,9 @@ def _validate(config: Config, source: str, env: dict[str, str] | None) -> Settin
         try:
             resolved = resolve_api_key(pc.name, pc.api_key, env)
         except SecretError as e:
-            raise fail(f"{where}.api_key", str(e)) from None
+            if need_keys:
+                raise fail(f"{where}.api_key", str(e)) from None
+            resolved = ResolvedKey(None, "unresolved", f"{where}.api_key: {e}")
         if resolved.warning:
             warnings.append(resolved.warning)
         providers.append(
@@ -339,12 +361,21 @@ def _validate(config: Config, source: str, env: dict[str, str] | None) -> Settin
     admin: ApiKey | None = None
     if config.auth.admin_token:
         try:
-            token = resolve_api_key("admin", config.auth.admin_token, env)
+            value = expand_env(config.auth.admin_token, "", env, owner="the admin token")
+            admin = ApiKey(clean_key(value, "the admin token")) if value.strip() else None
         except SecretError as e:
-            raise fail("auth.admin_token", str(e).replace("api_key", "admin_token")) from None
-        admin = token.key
-    if config.auth.enabled and admin is None:
-        raise fail("auth.admin_token", "required when auth.enabled = true")
+            raise fail("auth.admin_token", str(e)) from None
+    if config.auth.enabled:
+        # accepted and ignored, it would promise a protection that does not exist
+        raise fail(
+            "auth.enabled",
+            "virtual keys and admin authentication are not available in this version yet; "
+            "set enabled = false and keep the gateway on a trusted network",
+        )
+    if config.database.log_bodies:
+        raise fail("database.log_bodies", "storing prompt and completion bodies is not available")
+    if not config.logging.log_requests:
+        raise fail("logging.log_requests", "the request log cannot be turned off")
 
     return Settings(
         config=config,

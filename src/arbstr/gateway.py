@@ -26,7 +26,7 @@ from arbstr.routing.cost import (
 )
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView, EmbeddingsView, last_user_text, prompt_chars
-from arbstr.schemas.usage import ResponseUsageView, Usage
+from arbstr.schemas.usage import Usage, read_usage
 from arbstr.streaming import start_stream
 from arbstr.upstream.body import rewrite_body
 from arbstr.upstream.client import Upstream, body_headers
@@ -39,7 +39,6 @@ Header = tuple[bytes, bytes]
 _JSON: Header = (b"content-type", b"application/json")
 _chat_view = msgspec.json.Decoder(ChatView)
 _embed_view = msgspec.json.Decoder(EmbeddingsView)
-_usage_view = msgspec.json.Decoder(ResponseUsageView)
 
 
 class MalformedUpstream(httpx.HTTPError):
@@ -89,6 +88,16 @@ class Gateway:
         self.request_timeout_s = server.request_timeout_s
         self.connect_timeout_s = server.connect_timeout_s
         self.idle_timeout_s = settings.config.reliability.stream_idle_timeout_s
+        # what each provider is configured to serve (/health: usable while one is not cooling)
+        self._health_models: dict[str, tuple[str, ...]] = {}
+        for p in settings.providers:
+            chained = {
+                e.model
+                for chain in settings.config.chains
+                for e in chain.entries
+                if e.provider == p.name
+            }
+            self._health_models[p.name] = tuple(sorted(set(p.models) | chained)) if p.models else ()
         self._base_headers: dict[str, list[Header]] = {}
         for p in settings.providers:
             base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
@@ -261,7 +270,7 @@ class Gateway:
         record.success = result.success
         record.attempts = result.attempts
         if result.success:
-            usage = _read_usage(content)
+            usage = read_usage(content)
             if usage is not None:
                 self._fill_usage(record, usage)
                 self.health.record_tokens(provider.name, cand.upstream_model, usage.total_tokens)
@@ -373,7 +382,7 @@ class Gateway:
         ]
 
     def health_report(self) -> dict[str, Any]:
-        return self.health.report([p.name for p in self.settings.providers])
+        return self.health.report(self._health_models)
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready when every store answers."""
@@ -383,13 +392,6 @@ class Gateway:
 
 def _calls(rows: list[AttemptRow]) -> list[AttemptRow]:
     return [r for r in rows if r.skipped is None]
-
-
-def _read_usage(content: bytes) -> Usage | None:
-    try:
-        return _usage_view.decode(content).usage
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
 
 
 def _input_chars(value: object) -> int:

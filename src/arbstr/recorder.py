@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -20,6 +21,28 @@ __all__ = ["Recorder"]
 log = logging.getLogger("arbstr.recorder")
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(RequestRecord)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """An error about the rows themselves (a constraint, a value the column cannot hold), as
+    opposed to the database being away: retrying the same rows would fail the same way."""
+    if isinstance(exc, ValueError | TypeError | OverflowError | sqlite3.IntegrityError):
+        return True
+    if isinstance(exc, sqlite3.InterfaceError | sqlite3.DataError | sqlite3.ProgrammingError):
+        return True
+    name = type(exc).__module__
+    if name.startswith("asyncpg"):
+        import asyncpg
+
+        return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)
+    return False
+
+
+class _Quarantine(msgspec.Struct):
+    """One record the store refused, kept aside with the reason (never replayed)."""
+
+    reason: str
+    record: RequestRecord
 
 
 class Recorder:
@@ -56,6 +79,7 @@ class Recorder:
         self.replayed = 0
         self.write_errors = 0
         self.dropped = 0
+        self.quarantined = 0
         self.healthy = True
 
     # ---- the request path ---------------------------------------------------------------
@@ -75,6 +99,7 @@ class Recorder:
             "replayed": self.replayed,
             "write_errors": self.write_errors,
             "dropped": self.dropped,
+            "quarantined": self.quarantined,
         }
 
     # ---- spill file ---------------------------------------------------------------------
@@ -87,6 +112,57 @@ class Recorder:
         except OSError as exc:  # the last resort failed too: count it, say it loudly
             self.dropped += len(records)
             log.error("cannot spill %d records to %s: %s", len(records), self.spill_path, exc)
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.spill_path.with_suffix(self.spill_path.suffix + ".quarantine")
+
+    def _quarantine(self, record: RequestRecord, reason: str) -> None:
+        """Keep a record the store refuses out of the way of every record behind it."""
+        self.quarantined += 1
+        log.error("request log refused record %s (%s); kept in %s", record.id, reason,
+                  self.quarantine_path)  # fmt: skip
+        try:
+            with self.quarantine_path.open("ab") as f:
+                f.write(_enc.encode(_Quarantine(reason, record)) + b"\n")
+        except OSError as exc:
+            self.dropped += 1
+            log.error("cannot write the quarantine file %s: %s", self.quarantine_path, exc)
+
+    def _unique(self, batch: list[RequestRecord]) -> list[RequestRecord]:
+        """One record per id in a batch (a second one is a bug upstream of us: quarantined)."""
+        seen: set[str] = set()
+        out: list[RequestRecord] = []
+        for record in batch:
+            if record.id in seen:
+                self._quarantine(record, "duplicate request id in one batch")
+            else:
+                seen.add(record.id)
+                out.append(record)
+        return out
+
+    async def _append(self, batch: list[RequestRecord]) -> int:
+        """Append a batch; when the store refuses the rows themselves, write them one by one and
+        quarantine the ones it refuses, so one bad row never holds back the rest."""
+        if not batch:
+            return 0
+        batch = self._unique(batch)
+        try:
+            await self.store.append(batch)
+            return len(batch)
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+        written = 0
+        for record in batch:
+            try:
+                await self.store.append([record])
+                written += 1
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                self._quarantine(record, f"{type(exc).__name__}: {str(exc)[:200]}")
+        return written
 
     def _spill_pending(self) -> bool:
         try:
@@ -107,7 +183,7 @@ class Recorder:
                 except msgspec.DecodeError:
                     self.dropped += 1  # a torn last line from a crash; nothing else is lost
         for i in range(0, len(records), self.batch_size):
-            await self.store.append(records[i : i + self.batch_size])
+            await self._append(records[i : i + self.batch_size])
         self.replayed += len(records)
         taking.unlink()
 
@@ -129,8 +205,7 @@ class Recorder:
             batch = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
             try:
                 if batch:
-                    await self.store.append(batch)
-                    self.rows_written += len(batch)
+                    self.rows_written += await self._append(batch)
                 if spilled:
                     await self._replay()
                 self.healthy = True

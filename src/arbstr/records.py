@@ -49,7 +49,7 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     stream_duration_ms: float | None = None
     overhead_ms: float | None = None
     stream_status: str | None = (
-        None  # completed | client_disconnected | upstream_error | idle_timeout
+        None  # completed | client_disconnected | upstream_error | idle_timeout | gateway_error
     )
     attempts: list[AttemptRow] = msgspec.field(default_factory=list)
 

@@ -15,6 +15,7 @@ __all__ = [
     "ApiKey",
     "ResolvedKey",
     "SecretError",
+    "clean_key",
     "convention_var",
     "enc_hook",
     "expand_env",
@@ -76,12 +77,16 @@ def enc_hook(obj: Any) -> Any:
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
-def expand_env(value: str, provider: str, env: Mapping[str, str] | None = None) -> str:
+def expand_env(
+    value: str, provider: str, env: Mapping[str, str] | None = None, *, owner: str | None = None
+) -> str:
     """Expand every `${VAR}` in `value`; a bare `$VAR` stays literal.
 
-    Errors name the provider and the variable, never the value.
+    Errors name the owner (`provider 'x'` unless `owner` says otherwise) and the variable,
+    never the value.
     """
     env = os.environ if env is None else env
+    who = owner or f"provider '{provider}'"
     out: list[str] = []
     pos = 0
     while True:
@@ -91,14 +96,12 @@ def expand_env(value: str, provider: str, env: Mapping[str, str] | None = None) 
             break
         m = _VAR.match(value, start)
         if m is None:
-            raise SecretError(f"provider '{provider}': unclosed '${{' in api_key")
+            raise SecretError(f"{who}: unclosed '${{'")
         name = m.group(1).strip()
         if not name:
-            raise SecretError(f"provider '{provider}': empty variable reference '${{}}' in api_key")
+            raise SecretError(f"{who}: empty variable reference '${{}}'")
         if name not in env:
-            raise SecretError(
-                f"provider '{provider}': environment variable {name} is not set (used by api_key)"
-            )
+            raise SecretError(f"{who}: environment variable {name} is not set")
         out.append(value[pos:start])
         out.append(env[name])
         pos = m.end()
@@ -119,20 +122,39 @@ class ResolvedKey:
     warning: str | None = None
 
 
+def clean_key(value: str, owner: str) -> str:
+    """A key as it goes into a header: one trailing newline (a key read from a mounted secret
+    file) is dropped; a CR or LF anywhere else would split the upstream request, so it is an
+    error naming the provider (never the value)."""
+    value = value.removesuffix("\n").removesuffix("\r")
+    if "\r" in value or "\n" in value:
+        raise SecretError(
+            f"{owner}: the key contains a line break (CR or LF); a header value cannot hold one"
+        )
+    return value
+
+
 def resolve_api_key(
     provider: str, raw: str | None, env: Mapping[str, str] | None = None
 ) -> ResolvedKey:
     """Resolve a provider's `api_key` setting: literal, `${VAR}`, or the convention variable."""
     env = os.environ if env is None else env
     var = convention_var(provider)
+    owner = f"provider '{provider}'"
     if raw is None:
-        value = env.get(var)
+        value = clean_key(env.get(var) or "", owner)
         if value:
             return ResolvedKey(ApiKey(value), f"convention ({var})")
+        if var in env:
+            return ResolvedKey(None, "none", f"provider '{provider}': {var} is set but empty")
         return ResolvedKey(None, "none")
     if "${" in raw:
-        expanded = expand_env(raw, provider, env)
-        return ResolvedKey(ApiKey(expanded) if expanded else None, "env-expanded")
+        expanded = clean_key(expand_env(raw, provider, env), owner)
+        if not expanded:
+            warning = f"provider '{provider}': api_key expands to an empty value (no key is sent)"
+            return ResolvedKey(None, "env-expanded", warning)
+        return ResolvedKey(ApiKey(expanded), "env-expanded")
+    raw = clean_key(raw, owner)
     if not raw:
         return ResolvedKey(None, "none")
     warning = (

@@ -105,8 +105,11 @@ async def start_stream(
         return GatewayResponse(result.response.status_code, headers, content)
     headers.extend(_SSE_HEADERS)
     ttfb = time.monotonic() - meta.started
+    overhead = max(0.0, ttfb - result.upstream_s)
     record.ttft_ms = round(ttfb * 1000, 3)
-    record.overhead_ms = round(max(0.0, ttfb - result.upstream_s) * 1000, 3)
+    record.overhead_ms = round(overhead * 1000, 3)
+    # known once the first byte is in: gateway time before it, excluding the upstream's
+    headers.append((b"x-arbstr-overhead-ms", f"{overhead * 1000:.3f}".encode()))
     stream = _relay(gateway, result, view, plan, meta, record)
     return GatewayResponse(200, headers, stream=stream)
 
@@ -119,7 +122,8 @@ async def _relay(
     meta: RequestMeta,
     record: RequestRecord,
 ) -> AsyncIterator[bytes]:
-    """Forward upstream events untouched; end with our trailer, or with a visible error event."""
+    """Forward upstream events, its `[DONE]` included, untouched; then our trailer and a final
+    `[DONE]`, or a visible error event when the upstream failed or never sent `[DONE]`."""
     first, chunks = result.extra.first, result.extra.chunks
     assert chunks is not None
     response = result.response
@@ -133,6 +137,8 @@ async def _relay(
     error_message: str | None = None
     stream_started = time.monotonic()
     chunk = first
+    tail = b""
+    delivered = False  # the outcome is decided: a client leaving during the last write is not news
     try:
         while True:
             out: list[bytes] = []
@@ -142,6 +148,9 @@ async def _relay(
                 if action is Action.FORWARD:
                     out.append(event.raw)
                 elif action is Action.DONE:
+                    # the upstream's own `[DONE]` goes through: SDKs stop reading there, so
+                    # they never see the trailer below (raw SSE readers still do)
+                    out.append(event.raw)
                     done = True
                     break
             if observer.garbage or observer.upstream_error:
@@ -150,10 +159,11 @@ async def _relay(
                 if out:
                     yield b"".join(out)
                 break
+            if done:
+                tail = b"".join(out)  # sent with the trailer: one write for the end
+                break
             if out:
                 yield b"".join(out)
-            if done:
-                break
             try:
                 # asyncio.timeout, not wait_for: no extra task per chunk on the hot path
                 async with asyncio.timeout(idle):
@@ -183,7 +193,8 @@ async def _relay(
             }
             if cost is not None:
                 record.savings_sats = _savings(cost, plan, observer)
-            yield b"data: " + _encoder.encode(trailer) + b"\n\n" + _DONE
+            delivered = True
+            yield tail + b"data: " + _encoder.encode(trailer) + b"\n\n" + _DONE
         else:
             _finish_usage(record, observer, cand, gateway.health.record_tokens)
             gateway.health.record_stream_failure(cand.provider.name)
@@ -195,10 +206,17 @@ async def _relay(
                     "code": error_code,
                 }
             }
+            delivered = True
             yield b"data: " + _encoder.encode(error) + b"\n\n" + _DONE
+    except Exception:
+        # a bug in the relay: the record says so, the ASGI layer logs it with the request id
+        status, error_code = "gateway_error", "internal_error"
+        error_message = "the gateway failed while relaying the stream"
+        raise
     except (asyncio.CancelledError, GeneratorExit):
-        status = "client_disconnected"
-        error_code, error_message = "client_disconnected", "client disconnected mid-stream"
+        if not delivered:
+            status = "client_disconnected"
+            error_code, error_message = "client_disconnected", "client disconnected mid-stream"
         raise
     finally:
         await response.aclose()

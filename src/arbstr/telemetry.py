@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from arbstr.records import RecordSink, RequestRecord
@@ -16,6 +21,14 @@ __all__ = ["Metrics", "MetricsSink"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 _CIRCUIT = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_LEVELS = {"queue_depth"}  # recorder figures that are levels; the others are running totals
+log = logging.getLogger("arbstr.telemetry")
+
+
+def multiprocess_dir() -> str | None:
+    """Where the workers of `arbstr serve --workers N` keep their metric values (one mmap file
+    per worker and kind); None in a single process, where values live in memory."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class _Live(Collector):
@@ -60,6 +73,14 @@ class Metrics:
 
     def __init__(self, providers: Iterable[str], known_models: Iterable[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # several workers: prometheus_client's multiprocess mode (each worker writes its own
+        # values, a scrape of any worker sums them); decided when prometheus_client is imported
+        self.multiproc = bool(getattr(values.ValueClass, "_multiprocess", False))
+        if multiprocess_dir() and not self.multiproc:
+            log.error("PROMETHEUS_MULTIPROC_DIR was set too late: /metrics shows one worker")
+        self._circuits: Callable[[], dict[str, str]] | None = None
+        self._recorder: Callable[[], dict[str, float]] | None = None
+        self._gauges: dict[str, Gauge] = {}
         self.providers = frozenset(providers)
         self.models = set(known_models)
         self.max_models = len(self.models) + 50
@@ -98,7 +119,44 @@ class Metrics:
         circuits: Callable[[], dict[str, str]],
         recorder: Callable[[], dict[str, float]] | None = None,
     ) -> None:
-        self.registry.register(_Live(circuits, recorder))
+        if not self.multiproc:
+            self.registry.register(_Live(circuits, recorder))
+            return
+        # custom collectors only see their own process: as gauges, every worker's value counts
+        self._circuits, self._recorder = circuits, recorder
+        self._gauges["circuit"] = Gauge(
+            "arbstr_circuit_state",
+            "Circuit per provider: 0 closed, 1 half-open, 2 open (worst worker)",
+            ["provider"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+
+    def refresh(self) -> None:
+        """Multiprocess mode: copy this worker's live figures into its gauge files."""
+        if self._circuits is None:
+            return
+        circuit = self._gauges["circuit"]
+        for name, state in self._circuits().items():
+            circuit.labels(name).set(_CIRCUIT.get(state, 0.0))
+        for key, value in (self._recorder() if self._recorder else {}).items():
+            gauge = self._gauges.get(key)
+            if gauge is None:
+                mode = "livesum" if key in _LEVELS else "sum"
+                gauge = Gauge(
+                    f"arbstr_recorder_{key}",
+                    f"Recorder: {key}",
+                    multiprocess_mode=mode,  # type: ignore[arg-type]
+                    registry=self.registry,
+                )
+                self._gauges[key] = gauge
+            gauge.set(value)
+
+    def close(self) -> None:
+        """A worker that stops: its last figures stay, its live gauges leave the sum."""
+        if self.multiproc:
+            self.refresh()
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def observe(self, r: RequestRecord) -> None:
         provider = r.provider if r.provider in self.providers else "none"
@@ -144,7 +202,29 @@ class Metrics:
         return series
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        path = multiprocess_dir()
+        if not self.multiproc or path is None:
+            return generate_latest(self.registry)
+        self.refresh()
+        _sweep_dead(path)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+
+def _sweep_dead(path: str) -> None:
+    """Forget the live gauges of workers that died without `close()` (SIGKILL, crash)."""
+    for file in Path(path).glob("gauge_live*_*.db"):
+        pid = file.stem.rsplit("_", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass
 
 
 class MetricsSink:

@@ -100,9 +100,9 @@ async def test_append_get_with_attempts_and_replay_is_idempotent(store: RequestL
     assert await store.count() == 15
     detail = await store.get("req-000003")
     assert detail is not None
-    assert detail.request.id == "req-000003"
-    assert detail.request.cost_sats == RECORDS[3].cost_sats
-    assert [(a.provider, a.status, a.skipped) for a in detail.request.attempts] == [
+    assert detail.id == "req-000003"
+    assert detail.cost.sats == RECORDS[3].cost_sats
+    assert [(a.provider, a.status, a.skipped) for a in detail.attempts] == [
         ("alpha", 500, None),
         ("beta", None, "cooldown"),
     ]

@@ -50,7 +50,14 @@ def test_requests_are_recorded_and_queryable(stack: StackFactory, tmp_path: Path
     assert first["cost"]["sats"] == pytest.approx(float(ok.headers["x-arbstr-cost-sats"]), abs=1e-6)
     assert first["tokens"]["input"] > 0
     detail = httpx.get(f"{s.url}/v1/requests/{first['id']}").json()
-    attempts = detail["request"]["attempts"]
+    # the detail is the row of the list (same names, same timestamp) plus the rest and attempts
+    for key, value in first.items():
+        if key in ("tokens", "cost", "timing", "error"):
+            assert detail[key] | value == detail[key], key  # a superset of the row's object
+        else:
+            assert detail[key] == value, key
+    assert detail["status"] == 200 and detail["endpoint"] == "chat"
+    attempts = detail["attempts"]
     assert [(a["provider"], a.get("status")) for a in attempts] == [("cheap", 500), ("cheap", 200)]
     stats = httpx.get(f"{s.url}/v1/stats").json()
     assert stats["counts"] == {"total": 4, "success": 2, "error": 2, "streaming": 1}

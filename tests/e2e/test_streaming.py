@@ -46,9 +46,11 @@ def test_content_reassembles_and_usage_cost_are_right(stack: StackFactory) -> No
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == expected
-    # the last event is arbstr's trailer (the SDK tolerates it); usage comes just before it
-    usage = next(c.usage for c in reversed(chunks) if getattr(c, "usage", None))
-    assert usage is not None
+    # the SDK stops at the upstream's [DONE]: it never sees arbstr's trailer, and the last
+    # chunk it yields is the usage chunk
+    assert all(c.id and c.model for c in chunks)
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
     record = s.last_record()
     assert record.streaming and record.success and record.stream_status == "completed"
     assert record.output_tokens == usage.completion_tokens
@@ -66,9 +68,12 @@ def test_raw_stream_has_trailer_and_hides_unrequested_usage(stack: StackFactory)
     assert response.headers["x-arbstr-provider"] == "a"
     assert response.headers["x-arbstr-request-id"]
     events = raw_events(response)
-    assert events[-1] == "[DONE]"
-    assert events.count("[DONE]") == 1
+    # the upstream's events and its [DONE] untouched, then the trailer and a final [DONE]
+    assert events[-1] == "[DONE]" and events[-3] == "[DONE]"
+    assert events.count("[DONE]") == 2
+    assert len(events) == 5 + 1 + 2  # five chunks (usage dropped), [DONE], trailer, [DONE]
     trailer = json.loads(events[-2])["arbstr"]
+    assert trailer["request_id"] == response.headers["x-arbstr-request-id"]
     assert trailer["provider"] == "a"
     assert trailer["cost_sats"] == pytest.approx(s.sink.records[-1].cost_sats)
     assert isinstance(trailer["latency_ms"], int)

@@ -47,10 +47,9 @@ def test_check_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Listen: 127.0.0.1:8080" in result.output
     assert "Providers: 2" in result.output
     assert "Policies: 1" in result.output
-    assert "alpha: key from env-expanded" in result.output
-    assert (
-        "beta-two: no key (set ARBSTR_BETA_TWO_API_KEY or add api_key to config)" in result.output
-    )
+    # one line per provider: its name and its key source label, `none` included
+    assert "  alpha: env-expanded\n" in result.output
+    assert "  beta-two: none (set ARBSTR_BETA_TWO_API_KEY or api_key)\n" in result.output
 
 
 def test_check_uses_env_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

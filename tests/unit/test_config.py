@@ -94,7 +94,16 @@ PROVIDER = '[[providers]]\nname = "a"\nurl = "http://a.example/v1"\n'
             "chains[0].entries[0].provider",
             "unknown provider 'zz'",
         ),
-        ("[auth]\nenabled = true\n", "auth.admin_token", "required"),
+        ("[auth]\nenabled = true\n", "auth.enabled", "not available in this version yet"),
+        (
+            '[auth]\nenabled = true\nadmin_token = "tok-123456789"\n',
+            "auth.enabled",
+            "not available",
+        ),
+        ("[database]\nlog_bodies = true\n", "database.log_bodies", "not available"),
+        ("[logging]\nlog_requests = false\n", "logging.log_requests", "cannot be turned off"),
+        ('[auth]\nadmin_token = "${NOPE}"\n', "auth.admin_token", "the admin token: "),
+        (PROVIDER + 'api_key = "sk-one\\r\\nX-Evil: 1"\n', "providers[0].api_key", "line break"),
         ('[database]\nurl = "mysql://x"\n', "database.url", "must be"),
     ],
 )
@@ -131,3 +140,45 @@ def test_permission_warning_on_load(tmp_path: Path) -> None:
     assert any("chmod 600" in w for w in load_settings(path).warnings)
     path.chmod(0o600)
     assert not any("chmod 600" in w for w in load_settings(path).warnings)
+
+
+def test_admin_token_error_never_calls_it_a_provider() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings('[auth]\nadmin_token = "${NOPE}"\n', source="c.toml", env={})
+    assert "provider" not in str(info.value)
+    assert "NOPE is not set" in str(info.value)
+
+
+def test_key_from_a_secret_file_loses_its_trailing_newline() -> None:
+    text = PROVIDER + 'api_key = "${KEY}"\n'
+    settings = parse_settings(text, env={"KEY": "sk-secret-from-file\n"})
+    key = settings.providers[0].api_key
+    assert key is not None and key.reveal() == "sk-secret-from-file"
+    conv = parse_settings(PROVIDER, env={"ARBSTR_A_API_KEY": "sk-conv\r\n"})
+    key = conv.providers[0].api_key
+    assert key is not None and key.reveal() == "sk-conv"
+
+
+def test_a_line_break_inside_a_key_is_refused_naming_the_provider() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(PROVIDER + 'api_key = "${KEY}"\n', env={"KEY": "sk-a\nb"})
+    assert "providers[0].api_key" in str(info.value) and "provider 'a'" in str(info.value)
+    assert "sk-a" not in str(info.value)
+
+
+def test_empty_env_key_warns() -> None:
+    settings = parse_settings(PROVIDER, env={"ARBSTR_A_API_KEY": ""})
+    assert settings.providers[0].api_key is None
+    assert any("set but empty" in w for w in settings.warnings)
+    expanded = parse_settings(PROVIDER + 'api_key = "${KEY}"\n', env={"KEY": ""})
+    assert any("empty value" in w for w in expanded.warnings)
+
+
+def test_read_only_commands_load_without_keys() -> None:
+    text = PROVIDER + 'api_key = "${UNSET_KEY}"\n'
+    with pytest.raises(ConfigError):
+        parse_settings(text, env={})
+    settings = parse_settings(text, env={}, need_keys=False)
+    assert settings.providers[0].api_key is None
+    assert settings.providers[0].key_source == "unresolved"
+    assert any("UNSET_KEY is not set" in w for w in settings.warnings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["new_request_id", "read_body", "send_error", "send_response"]
 
+log = logging.getLogger("arbstr.api.asgi")
 _JSON = (b"content-type", b"application/json")
 
 
@@ -67,7 +69,7 @@ async def send_error(
 
 
 async def send_response(
-    scope: Scope, receive: Receive, send: Send, response: GatewayResponse
+    scope: Scope, receive: Receive, send: Send, response: GatewayResponse, request_id: str = ""
 ) -> None:
     """Send a gateway response; a stream is cancelled as soon as the client goes away.
 
@@ -80,10 +82,12 @@ async def send_response(
         await send({"type": "http.response.body", "body": response.body, "more_body": False})
         return
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await _send_stream(receive, send, response.stream)
+    await _send_stream(receive, send, response.stream, request_id)
 
 
-async def _send_stream(receive: Receive, send: Send, stream: AsyncIterator[bytes]) -> None:
+async def _send_stream(
+    receive: Receive, send: Send, stream: AsyncIterator[bytes], request_id: str
+) -> None:
     async def pump() -> None:
         async for chunk in stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -106,6 +110,10 @@ async def _send_stream(receive: Receive, send: Send, stream: AsyncIterator[bytes
         for task in (pump_task, watch_task):
             with contextlib.suppress(asyncio.CancelledError, OSError, Exception):
                 await task
+        failure = None if pump_task.cancelled() else pump_task.exception()
+        if failure is not None and not isinstance(failure, OSError):
+            # the relay recorded the request (its `finally`); a bug must not pass silently
+            log.error("stream %s failed while relaying", request_id, exc_info=failure)
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):

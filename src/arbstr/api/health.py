@@ -4,42 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from arbstr.api.deps import GatewayDep, json_response
+from arbstr.api.deps import GatewayDep
+from arbstr.api.shapes import HealthReport, LiveReport, RateLimits, ReadyReport
 from arbstr.telemetry import Metrics
 
 __all__ = ["health", "live", "metrics_route", "ratelimits", "ready"]
 
 
-@get("/health", sync_to_thread=False)
-def health(gateway: GatewayDep) -> Response[bytes]:
-    """`ok`, `degraded` (200) or `unhealthy` (503) with each provider's circuit state."""
-    report = gateway.health_report()
-    return json_response(report, status=503 if report["status"] == "unhealthy" else 200)
+@get("/health", sync_to_thread=False, tags=["health"])
+def health(gateway: GatewayDep) -> Response[HealthReport]:
+    """`ok`, `degraded` (200) or `unhealthy` (503: no provider can take traffic right now)."""
+    report = msgspec.convert(gateway.health_report(), HealthReport)
+    return Response(report, status_code=503 if report.status == "unhealthy" else 200)
 
 
-@get("/health/live", sync_to_thread=False)
-def live() -> Response[bytes]:
+@get("/health/live", sync_to_thread=False, tags=["health"])
+def live() -> LiveReport:
     """The process is up and serving."""
-    return json_response({"status": "ok"})
+    return LiveReport()
 
 
-@get("/health/ready")
-async def ready(gateway: GatewayDep) -> Response[bytes]:
-    """Ready when the stores answer."""
+@get("/health/ready", tags=["health"])
+async def ready(gateway: GatewayDep) -> Response[ReadyReport]:
+    """Ready (200) when every store answers, else 503."""
     ok, detail = await gateway.ready()
-    return json_response({"status": "ok" if ok else "unavailable", **detail}, 200 if ok else 503)
+    report = ReadyReport("ok" if ok else "unavailable", detail["checks"])
+    return Response(report, status_code=200 if ok else 503)
 
 
-@get("/v1/ratelimits", sync_to_thread=False)
-def ratelimits(gateway: GatewayDep) -> Response[bytes]:
+@get("/v1/ratelimits", sync_to_thread=False, tags=["operator"])
+def ratelimits(gateway: GatewayDep) -> RateLimits:
     """Per provider/model: available, tracking or exhausted, cooldown end, last quota."""
-    return json_response({"ratelimits": gateway.health.cooldowns.snapshot()})
+    return msgspec.convert({"ratelimits": gateway.health.cooldowns.snapshot()}, RateLimits)
 
 
-@get("/metrics", sync_to_thread=False, name="metrics")
+@get("/metrics", sync_to_thread=False, name="metrics", tags=["operator"])
 def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus text format: requests, errors, latency, overhead, tokens, cost, circuits."""
     metrics: Metrics = request.app.state.metrics

@@ -7,11 +7,12 @@ import time
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, asgi, get, post
+from litestar import Request, asgi, get, post
 from litestar.types import Receive, Scope, Send
 
 from arbstr.api.asgi import new_request_id, read_body, send_error, send_response
-from arbstr.api.deps import GatewayDep, json_response
+from arbstr.api.deps import GatewayDep
+from arbstr.api.shapes import CostEstimate, ModelInfo, ModelList, ProviderList
 from arbstr.errors import ArbstrError, BadRequest
 from arbstr.gateway import Gateway, RequestMeta
 
@@ -67,7 +68,7 @@ async def proxy(
         gateway.record_rejected(meta, endpoint, error)
         await send_error(send, error, request_id)
         return
-    await send_response(scope, receive, send, response)
+    await send_response(scope, receive, send, response, request_id)
 
 
 @asgi("/v1/chat/completions", copy_scope=False)
@@ -82,35 +83,23 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
     await proxy(scope, receive, send, "embeddings", scope["litestar_app"].state.gateway)
 
 
-class _Model(msgspec.Struct):
-    id: str
-    created: int
-    owned_by: str
-    object: str = "model"
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_Model]
-    object: str = "list"
-
-
-@get("/v1/models", sync_to_thread=False)
-def list_models(gateway: GatewayDep) -> Response[bytes]:
-    """GET /v1/models: the union of provider models and chain names."""
+@get("/v1/models", sync_to_thread=False, tags=["models"])
+def list_models(gateway: GatewayDep) -> ModelList:
+    """The union of provider models and chain names."""
     created = int(gateway.started_at)
-    data = [_Model(id=m, created=created, owned_by=owner) for m, owner in gateway.models()]
-    return json_response(_ModelList(data=data))
+    data = [ModelInfo(id=m, created=created, owned_by=owner) for m, owner in gateway.models()]
+    return ModelList(data=data)
 
 
-@post("/v1/cost", status_code=200)
-async def cost_estimate(request: Request[Any, Any, Any], gateway: GatewayDep) -> Response[bytes]:
-    """POST /v1/cost: what a request would cost, without calling any upstream."""
+@post("/v1/cost", status_code=200, tags=["models"])
+async def cost_estimate(request: Request[Any, Any, Any], gateway: GatewayDep) -> CostEstimate:
+    """What a chat request would cost, without calling any upstream (body: a chat request)."""
     body = await request.body()
     policy = request.headers.get("x-arbstr-policy")
-    return json_response(gateway.estimate(body, policy))
+    return msgspec.convert(gateway.estimate(body, policy), CostEstimate)
 
 
-@get("/providers", sync_to_thread=False)
-def list_providers(gateway: GatewayDep) -> Response[bytes]:
-    """GET /providers: configured providers with masked keys."""
-    return json_response({"providers": gateway.describe_providers()})
+@get("/providers", sync_to_thread=False, tags=["operator"])
+def list_providers(gateway: GatewayDep) -> ProviderList:
+    """Configured providers with masked keys."""
+    return msgspec.convert({"providers": gateway.describe_providers()}, ProviderList)

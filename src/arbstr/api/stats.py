@@ -6,15 +6,22 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
-from arbstr.api.deps import json_response
+from arbstr.api.openapi import query_operation
 from arbstr.errors import BadRequest, NotFound
 from arbstr.stores.requestlog import RequestLog
-from arbstr.stores.requestlog.base import ListQuery, StatsQuery
+from arbstr.stores.requestlog.base import (
+    ListQuery,
+    Page,
+    RequestDetail,
+    StatsQuery,
+    StatsResult,
+    Timeseries,
+)
 
 __all__ = [
     "get_request",
@@ -26,6 +33,7 @@ __all__ = [
     "timeseries",
 ]
 
+MAX_MINUTE_SPAN_S = 2 * 86400
 RANGES = {"last_1h": 3600, "last_24h": 86400, "last_7d": 7 * 86400, "last_30d": 30 * 86400}
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
@@ -119,40 +127,65 @@ def _params(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items()}
 
 
-@get("/v1/stats", dependencies=request_log_dependency)
-async def stats(request: Request[Any, Any, Any], request_log: RequestLogDep) -> Response[bytes]:
+_FILTERS = ("range", "since", "until", "model", "provider")
+
+
+@get(
+    "/v1/stats",
+    dependencies=request_log_dependency,
+    tags=["analytics"],
+    operation_class=query_operation(*_FILTERS, "group_by"),
+)
+async def stats(request: Request[Any, Any, Any], request_log: RequestLogDep) -> StatsResult:
     """Totals, costs, latency percentiles and savings over a time range, optionally grouped."""
     params = _params(request)
     query = parse_stats_query(params)
     group = _choice(params, "group_by", ("model", "provider"), None)
-    return json_response(await request_log.stats(query, group))
+    return await request_log.stats(query, group)
 
 
-@get("/v1/stats/timeseries", dependencies=request_log_dependency)
-async def timeseries(
-    request: Request[Any, Any, Any], request_log: RequestLogDep
-) -> Response[bytes]:
+@get(
+    "/v1/stats/timeseries",
+    dependencies=request_log_dependency,
+    tags=["analytics"],
+    operation_class=query_operation("bucket", *_FILTERS),
+)
+async def timeseries(request: Request[Any, Any, Any], request_log: RequestLogDep) -> Timeseries:
     """Per-bucket counts and costs (minute, hour or day) for charts."""
     params = _params(request)
     bucket = _choice(params, "bucket", ("minute", "hour", "day"), "hour")
+    explicit = any(params.get(k) for k in ("range", "since"))
+    if bucket == "minute" and not explicit:
+        # the stats default (7 days) is too wide for minutes: a minute series says which day
+        # it covers in `since`/`until` instead of refusing a request that named no range
+        params.setdefault("range", "last_24h")
     query = parse_stats_query(params)
-    if bucket == "minute" and query.until - query.since > 2 * 86400:
-        raise BadRequest("minute buckets cover at most 2 days; use hour or day", param="bucket")
-    return json_response(await request_log.timeseries(query, bucket))
+    if bucket == "minute" and query.until - query.since > MAX_MINUTE_SPAN_S:
+        raise BadRequest(
+            "minute buckets cover at most 2 days; narrow since/until or use hour or day",
+            param="bucket",
+        )
+    return await request_log.timeseries(query, bucket)
 
 
-@get("/v1/requests", dependencies=request_log_dependency)
-async def list_requests(
-    request: Request[Any, Any, Any], request_log: RequestLogDep
-) -> Response[bytes]:
+_LIST = (*_FILTERS, "success", "streaming", "sort", "order", "page", "per_page")
+
+
+@get(
+    "/v1/requests",
+    dependencies=request_log_dependency,
+    tags=["analytics"],
+    operation_class=query_operation(*_LIST),
+)
+async def list_requests(request: Request[Any, Any, Any], request_log: RequestLogDep) -> Page:
     """Recorded requests, filtered, sorted (whitelisted columns) and paged."""
-    return json_response(await request_log.list(parse_list_query(_params(request))))
+    return await request_log.list(parse_list_query(_params(request)))
 
 
-@get("/v1/requests/{request_id:str}", dependencies=request_log_dependency)
-async def get_request(request_id: FromPath[str], request_log: RequestLogDep) -> Response[bytes]:
-    """One request with every recorded column and its attempts."""
+@get("/v1/requests/{request_id:str}", dependencies=request_log_dependency, tags=["analytics"])
+async def get_request(request_id: FromPath[str], request_log: RequestLogDep) -> RequestDetail:
+    """One request: its `/v1/requests` row, every other recorded column, and its attempts."""
     detail = await request_log.get(request_id)
     if detail is None:
         raise NotFound(f"no request with id '{request_id}'", param="request_id")
-    return json_response(detail)
+    return detail

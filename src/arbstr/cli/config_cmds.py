@@ -25,12 +25,22 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def load_or_exit(config: str | None) -> Settings:
+def load_or_exit(config: str | None, *, need_keys: bool = True) -> Settings:
+    """The settings, or exit 1 with `Configuration error: ...`.
+
+    Read-only commands pass `need_keys=False`: they read the database, so a provider key that
+    cannot be resolved is a warning on stderr, not a failure (`serve` and `check` still fail).
+    """
     try:
-        return load_settings(config)
+        settings = load_settings(config, need_keys=need_keys)
     except ConfigError as exc:
         err.print(f"Configuration error: {exc}", markup=False)
         raise typer.Exit(1) from None
+    if not need_keys:
+        for warning in settings.warnings:
+            if "api_key" in warning:
+                err.print(f"WARNING: {warning}", markup=False)
+    return settings
 
 
 def redact_url(url: str) -> str:
@@ -61,11 +71,11 @@ def check(config: ConfigOpt = None) -> None:
     if settings.providers:
         p("Provider key status:", markup=False)
     for prov in settings.providers:
+        # one line per provider: its name and the key source label (never the key)
+        line = f"  {prov.name}: {prov.key_source}"
         if prov.api_key is None:
-            var = convention_var(prov.name)
-            p(f"  {prov.name}: no key (set {var} or add api_key to config)", markup=False)
-        else:
-            p(f"  {prov.name}: key from {prov.key_source}", markup=False)
+            line += f" (set {convention_var(prov.name)} or api_key)"
+        p(line, markup=False)
 
 
 def providers(
@@ -76,7 +86,7 @@ def providers(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """List configured providers, their models, rates and (masked) keys."""
-    settings = load_or_exit(config)
+    settings = load_or_exit(config, need_keys=False)
     rows = []
     for prov in settings.providers:
         key = None

@@ -23,7 +23,7 @@ db_app = typer.Typer(help="Database schema: migrate, status.", no_args_is_help=T
 
 
 def _with_log(config: str | None, action: Callable[[RequestLog], Awaitable[T]]) -> T:
-    settings = load_or_exit(config)
+    settings = load_or_exit(config, need_keys=False)
 
     async def run() -> T:
         store = open_request_log(settings.config.database.effective_url)
@@ -85,26 +85,11 @@ def stats(
     if as_json:
         _echo_json(result)
         return
-    table = Table(title=f"arbstr stats {result.since} .. {result.until}")
-    for col in (
-        "scope",
-        "requests",
-        "ok",
-        "errors",
-        "stream",
-        "cost sats",
-        "in tok",
-        "out tok",
-        "avg ms",
-        "p50 ms",
-        "p95 ms",
-    ):
-        table.add_column(col, justify="left" if col == "scope" else "right")
     groups = result.models or result.providers or {}
     rows = [("all", result.counts, result.costs, result.performance)]
     rows += [(name, g.counts, g.costs, g.performance) for name, g in groups.items()]
-    for name, c, k, p in rows:
-        table.add_row(
+    cells = [
+        [
             name,
             str(c.total),
             str(c.success),
@@ -116,8 +101,12 @@ def stats(
             _f(p.avg_latency_ms),
             _f(p.p50_latency_ms),
             _f(p.p95_latency_ms),
-        )
-    out.print(table)
+        ]
+        for name, c, k, p in rows
+    ]
+    columns = ["scope", "requests", "ok", "errors", "stream", "cost sats", "in tok", "out tok"]
+    columns += ["avg ms", "p50 ms", "p95 ms"]
+    out.print(table_of(f"arbstr stats {result.since} .. {result.until}", columns, cells, {0}))
     out.print(
         f"savings: {result.savings_sats:.3f} sats (percentiles: {result.percentiles})", markup=False
     )
@@ -160,31 +149,45 @@ def requests(
     if as_json:
         _echo_json(result)
         return
-    table = Table(
-        title=f"requests page {result.page}/{max(1, result.total_pages)} ({result.total} total)"
-    )
-    for col in ("time", "id", "model", "provider", "ok", "stream", "in", "out", "sats", "ms"):
-        table.add_column(col)
-    for r in result.data:
-        table.add_row(
-            r.timestamp,
-            r.id[:8],
+    cells = [
+        [
+            r.id,  # whole: ids are time-ordered, so any prefix is the same for every row
+            r.timestamp.replace("T", " ").removesuffix("Z"),
             r.model or "-",
             r.provider or "-",
-            "yes" if r.success else f"no ({r.error.status if r.error else '?'})",
+            "yes" if r.success else f"no {r.error.status if r.error else '?'}",
             "yes" if r.streaming else "",
-            str(r.tokens.input or "-"),
-            str(r.tokens.output or "-"),
-            _f(r.cost.sats, 4),
+            "-" if r.tokens.input is None else str(r.tokens.input),
+            "-" if r.tokens.output is None else str(r.tokens.output),
+            _f(r.cost.sats, 6),
             _f(r.timing.latency_ms, 1),
-        )
-    out.print(table)
+        ]
+        for r in result.data
+    ]
+    title = f"requests page {result.page}/{max(1, result.total_pages)} ({result.total} total, UTC)"
+    columns = ["id", "time", "model", "provider", "ok", "stream", "in", "out", "sats", "ms"]
+    out.print(table_of(title, columns, cells, {0, 2, 3}))
+
+
+def table_of(title: str, columns: list[str], rows: list[list[str]], text: set[int]) -> Table:
+    """A table that never cuts a number: numeric columns keep their width and text columns
+    (indices in `text`) wrap instead of ending in an ellipsis when the terminal is narrow."""
+    table = Table(title=title)
+    for i, name in enumerate(columns):
+        if i in text:
+            table.add_column(name, overflow="fold")
+        else:
+            width = max([len(name), *(len(row[i]) for row in rows)])
+            table.add_column(name, justify="right", no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 @db_app.command("migrate")
 def db_migrate(config: ConfigOpt = None) -> None:
     """Apply pending schema migrations (idempotent; the server also migrates on start)."""
-    settings = load_or_exit(config)
+    settings = load_or_exit(config, need_keys=False)
     status = _with_log(config, lambda s: s.migrate())
     url = redact_url(settings.config.database.effective_url)
     out.print(

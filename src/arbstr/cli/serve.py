@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from enum import StrEnum
@@ -29,10 +30,34 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """Several workers share one directory of metric files, so any worker's `/metrics` counts
+    them all; it must be set before a worker imports prometheus_client, and goes at exit."""
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 (tmpfs for mmaps)
+    path = tempfile.mkdtemp(prefix="arbstr-metrics-", dir=base)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_server(
     host: str, port: int, workers: int, server: Server, level: str = "info", grace_s: float = 10.0
 ) -> None:
     """Serve `arbstr.app:app` (built from $ARBSTR_CONFIG in each worker)."""
+    with _metrics_dir(workers):
+        _run_server(host, port, workers, server, level, grace_s)
+
+
+def _run_server(
+    host: str, port: int, workers: int, server: Server, level: str, grace_s: float
+) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

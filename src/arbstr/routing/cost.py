@@ -12,6 +12,7 @@ from arbstr.schemas.usage import Usage
 
 __all__ = [
     "DEFAULT_OUTPUT_ESTIMATE",
+    "SATS_PLACES",
     "TokenCounts",
     "actual_cost",
     "actual_embedding_cost",
@@ -100,7 +101,7 @@ def actual_cost(provider: Provider, usage: Usage | None) -> float | None:
     split = counts.split_input()
     if split is None or counts.output is None:
         return None
-    return price(provider, split[0], split[1], counts.output)
+    return round(price(provider, split[0], split[1], counts.output), SATS_PLACES)
 
 
 def actual_embedding_cost(provider: Provider, usage: Usage | None) -> float | None:
@@ -108,14 +109,15 @@ def actual_embedding_cost(provider: Provider, usage: Usage | None) -> float | No
     counts = TokenCounts.from_usage(usage)
     if counts.input is None:
         return None
-    return counts.input * provider.input_rate / 1000 + provider.base_fee
+    return round(counts.input * provider.input_rate / 1000 + provider.base_fee, SATS_PLACES)
 
 
 def provider_reported_cost(usage: Usage | None) -> float | None:
     """The upstream's own figure (`usage.cost`, else `usage.total_cost`), kept separately."""
     if usage is None:
         return None
-    return usage.cost if usage.cost is not None else usage.total_cost
+    reported = usage.cost if usage.cost is not None else usage.total_cost
+    return None if reported is None else round(reported, SATS_PLACES)
 
 
 def savings(
@@ -126,7 +128,7 @@ def savings(
     `savings = max(0, max(cost_c(usage) for c in candidates) - paid)`: `cost_c` is the actual
     cost formula (`actual_cost`, or `actual_embedding_cost` when `chat` is false) at candidate
     `c`'s rates for the *same* usage, over the plan's eligible candidates (after the policy
-    filter, the chosen one included). Rounded to 9 places so float noise never shows as savings.
+    filter, the chosen one included). Rounded to 6 places like every sats figure.
     """
     cost_at = actual_cost if chat else actual_embedding_cost
     dearest: float | None = None
@@ -136,7 +138,12 @@ def savings(
             dearest = cost
     if dearest is None:
         return None
-    return round(max(0.0, dearest - paid), 9)
+    return round(max(0.0, dearest - paid), SATS_PLACES)
+
+
+# Every sats figure (headers, JSON, records) has at most this many decimal places: sub-sat
+# precision without float noise such as 1.3900000000000001.
+SATS_PLACES = 6
 
 
 def format_sats(value: float) -> str:

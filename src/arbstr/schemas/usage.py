@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["CompletionDetails", "PromptDetails", "ResponseUsageView", "Usage", "usage_decoder"]
+__all__ = [
+    "MAX_TOKENS",
+    "CompletionDetails",
+    "PromptDetails",
+    "ResponseUsageView",
+    "Usage",
+    "read_usage",
+    "usage_decoder",
+    "valid_usage",
+]
+
+# A count above this is not a real request (the largest context windows are ~10M tokens).
+MAX_TOKENS = 1_000_000_000
 
 
 class PromptDetails(msgspec.Struct, gc=False):
@@ -38,5 +50,36 @@ class ResponseUsageView(msgspec.Struct, gc=False):
 
 
 # Lax (`strict=False`): upstreams that send `12.0` or `"12"` for a count still get priced;
-# a usage object that fails to decode would otherwise be recorded as unknown.
+# a usage object that fails to decode would otherwise be recorded as unknown. Every path that
+# reads usage (JSON answers here, stream chunks in `upstream/sse.py`) decodes it laxly.
 usage_decoder = msgspec.json.Decoder(ResponseUsageView, strict=False)
+
+
+def _count_ok(value: int | None) -> bool:
+    return value is None or 0 <= value <= MAX_TOKENS
+
+
+def valid_usage(usage: Usage | None) -> Usage | None:
+    """`usage` when its counts are plausible, else None (unknown usage, never a wrong cost)."""
+    if usage is None:
+        return None
+    details = usage.prompt_tokens_details
+    out_details = usage.completion_tokens_details
+    counts = (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        details.cached_tokens if details is not None else None,
+        out_details.reasoning_tokens if out_details is not None else None,
+    )
+    if not all(_count_ok(c) for c in counts):
+        return None
+    return usage
+
+
+def read_usage(body: bytes) -> Usage | None:
+    """The plausible `usage` of a whole JSON answer, or None when absent or undecodable."""
+    try:
+        return valid_usage(usage_decoder.decode(body).usage)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

@@ -40,6 +40,18 @@ class _StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
+class _Function(msgspec.Struct):
+    name: str = "tool"
+
+
+class _Tool(msgspec.Struct):
+    function: _Function = msgspec.field(default_factory=_Function)
+
+
+class _ResponseFormat(msgspec.Struct):
+    type: str = "text"
+
+
 class RequestView(msgspec.Struct):
     """The few request fields the simulator reads (chat and embeddings)."""
 
@@ -48,6 +60,23 @@ class RequestView(msgspec.Struct):
     stream: bool = False
     stream_options: _StreamOptions | None = None
     input: str | list[str | int | list[int]] | None = None
+    n: int = 1
+    tools: list[_Tool] | None = None
+    response_format: _ResponseFormat | None = None
+
+    @property
+    def choices(self) -> int:
+        """How many choices to answer with (`n`, kept between 1 and 8)."""
+        return min(8, max(1, self.n))
+
+    @property
+    def tool_name(self) -> str | None:
+        """The first tool's name: the simulator always calls it when tools are offered."""
+        return self.tools[0].function.name if self.tools else None
+
+    @property
+    def wants_json(self) -> bool:
+        return self.response_format is not None and self.response_format.type != "text"
 
 
 class _Details(msgspec.Struct):
@@ -114,35 +143,105 @@ def _envelope(id_: str, kind: bytes, model: str) -> bytes:
     )
 
 
+TOOL_ARGUMENTS = '{"query": "arbstr-sim", "limit": 3}'
+
+
+def _text_answer(view: RequestView, profile: SimProfile, index: int) -> str:
+    text = f"Simulated answer {index} from {profile.name} (arbstr-sim)."
+    if view.wants_json:
+        return _enc.encode({"answer": text, "index": index}).decode()
+    return text
+
+
+def _tool_call_id(id_: str, index: int) -> str:
+    return f"call_{id_[-12:]}_{index}"
+
+
+def _message(view: RequestView, profile: SimProfile, id_: str, index: int) -> bytes:
+    tool = view.tool_name
+    if tool is None:
+        content = _enc.encode(_text_answer(view, profile, index))
+        message = b'{"role":"assistant","content":%b}' % content
+        return b'{"index":%d,"message":%b,"finish_reason":"stop"}' % (index, message)
+    call = {
+        "id": _tool_call_id(id_, index),
+        "type": "function",
+        "function": {"name": tool, "arguments": TOOL_ARGUMENTS},
+    }
+    body = _enc.encode({"role": "assistant", "content": None, "tool_calls": [call]})
+    return b'{"index":%d,"message":%b,"finish_reason":"tool_calls"}' % (index, body)
+
+
 def chat_body(view: RequestView, profile: SimProfile, id_: str) -> bytes:
-    """A whole `chat.completion` answer."""
-    content = _enc.encode(f"Simulated answer from {profile.name} (arbstr-sim).")
-    out = (
-        _envelope(id_, b"chat.completion", view.model)
-        + b',"choices":[{"index":0,"message":{"role":"assistant","content":%b},'
-        b'"finish_reason":"stop"}]' % content
-    )
+    """A whole `chat.completion` answer: `n` choices, a tool call when tools are offered."""
+    choices = b",".join(_message(view, profile, id_, i) for i in range(view.choices))
+    out = _envelope(id_, b"chat.completion", view.model) + b',"choices":[' + choices + b"]"
     if not profile.omit_usage:
-        out += b',"usage":' + usage_body(view, profile, completion_tokens(profile))
+        completion = completion_tokens(profile) * view.choices
+        out += b',"usage":' + usage_body(view, profile, completion)
     return out + b"}"
+
+
+def _tool_deltas(view: RequestView, id_: str, index: int, n: int) -> list[bytes]:
+    """A tool call as OpenAI streams it: id and name first, then argument fragments."""
+    assert view.tool_name is not None
+    step = max(1, -(-len(TOOL_ARGUMENTS) // max(1, n - 1)))
+    parts = [TOOL_ARGUMENTS[i : i + step] for i in range(0, len(TOOL_ARGUMENTS), step)]
+    head = {
+        "index": 0,
+        "id": _tool_call_id(id_, index),
+        "type": "function",
+        "function": {"name": view.tool_name, "arguments": ""},
+    }
+    deltas = [_enc.encode({"role": "assistant", "content": None, "tool_calls": [head]})]
+    for part in parts:
+        deltas.append(_enc.encode({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+    return deltas
+
+
+def _special_events(view: RequestView, profile: SimProfile, id_: str) -> list[bytes]:
+    """Events of a stream with `n > 1` choices, tool calls or JSON content (not the hot path)."""
+    head = b"data: " + _envelope(id_, b"chat.completion.chunk", view.model) + b',"choices":['
+    events = []
+    for index in range(view.choices):
+        if view.tool_name is not None:
+            deltas = _tool_deltas(view, id_, index, profile.chunks)
+            finish = b'"tool_calls"'
+        else:
+            text = _text_answer(view, profile, index)
+            step = max(1, -(-len(text) // profile.chunks))
+            pieces = [text[i : i + step] for i in range(0, len(text), step)]
+            deltas = [_enc.encode({"role": "assistant", "content": pieces[0]})]
+            deltas += [_enc.encode({"content": piece}) for piece in pieces[1:]]
+            finish = b'"stop"'
+        for k, delta in enumerate(deltas):
+            end = finish if k == len(deltas) - 1 else b"null"
+            events.append(
+                head + b'{"index":%d,"delta":%b,"finish_reason":%b}]}\n\n' % (index, delta, end)
+            )
+    return events
 
 
 def stream_events(view: RequestView, profile: SimProfile, id_: str) -> list[bytes]:
     """Every SSE event of a healthy stream, `data: [DONE]` last; each ends with a blank line."""
     n = profile.chunks
-    prefix = b"data: " + _envelope(id_, b"chat.completion.chunk", view.model)
-    prefix += b',"choices":[{"index":0,"delta":{'
-    events = []
-    for i in range(n):
-        token = _TOKENS[i] if i < len(_TOKENS) else b'"tok%d "' % i
-        role = b'"role":"assistant",' if i == 0 else b""
-        finish = b'"stop"' if i == n - 1 else b"null"
-        events.append(
-            prefix + role + b'"content":' + token + b'},"finish_reason":' + finish + b"}]}\n\n"
-        )
+    if view.choices > 1 or view.tool_name is not None or view.wants_json:
+        events = _special_events(view, profile, id_)
+        n = max(n, len(events) // view.choices)
+    else:
+        prefix = b"data: " + _envelope(id_, b"chat.completion.chunk", view.model)
+        prefix += b',"choices":[{"index":0,"delta":{'
+        events = []
+        for i in range(n):
+            token = _TOKENS[i] if i < len(_TOKENS) else b'"tok%d "' % i
+            role = b'"role":"assistant",' if i == 0 else b""
+            finish = b'"stop"' if i == n - 1 else b"null"
+            events.append(
+                prefix + role + b'"content":' + token + b'},"finish_reason":' + finish + b"}]}\n\n"
+            )
     wants_usage = view.stream_options is not None and view.stream_options.include_usage
     if wants_usage and not profile.omit_usage:
-        usage = usage_body(view, profile, completion_tokens(profile, n))
+        usage = usage_body(view, profile, completion_tokens(profile, n) * view.choices)
         head = _envelope(id_, b"chat.completion.chunk", view.model)
         events.append(b"data: " + head + b',"choices":[],"usage":' + usage + b"}\n\n")
     events.append(_DONE)

@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 import msgspec
 
 from arbstr.stores.pg import DDL_LOCK, create_schema
+from arbstr.stores.urls import is_postgres, split_schema, sqlite_path
 
 __all__ = [
     "MemoryStateStore",
@@ -229,13 +229,7 @@ class PostgresStateStore:
 def open_state_store(url: str) -> StateStore:
     """The backend for a `[database] url`: sqlite:///PATH, postgresql://..., memory://."""
     if url.startswith("sqlite://"):
-        return SqliteStateStore(url.removeprefix("sqlite:///") or ":memory:")
-    if url.startswith(("postgresql://", "postgres://")):
-        query = urlsplit(url).query
-        schema = None
-        for part in query.split("&"):
-            if part.startswith("schema="):
-                schema = part.split("=", 1)[1]
-        dsn = url.split("?", 1)[0] if schema else url
-        return PostgresStateStore(dsn, schema)
+        return SqliteStateStore(sqlite_path(url))
+    if is_postgres(url):
+        return PostgresStateStore(*split_schema(url))
     return MemoryStateStore()

@@ -370,6 +370,10 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
             has_length = True
         elif low == b"transfer-encoding":
             continue  # the body is always sent whole, with a length
+        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+            # a CR or LF would end the header early and smuggle a second request onto the
+            # kept-alive connection: never write one (the value itself stays out of the message)
+            raise httpx.LocalProtocolError(f"refusing to send header {name!r}: contains CR or LF")
         lines += (name, b": ", value, b"\r\n")
     if not has_host:
         lines += (b"host: ", url.netloc, b"\r\n")

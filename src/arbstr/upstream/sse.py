@@ -6,7 +6,7 @@ import enum
 
 import msgspec
 
-from arbstr.schemas.usage import Usage
+from arbstr.schemas.usage import Usage, valid_usage
 
 __all__ = ["Action", "SseEvent", "SseSplitter", "StreamObserver"]
 
@@ -157,7 +157,8 @@ class _ChunkView(msgspec.Struct):
     error: _Error | str | None = None
 
 
-_chunk = msgspec.json.Decoder(_ChunkView)
+# lax like every usage decoder: `12.0` tokens must not end a healthy stream
+_chunk = msgspec.json.Decoder(_ChunkView, strict=False)
 
 
 class StreamObserver:
@@ -201,7 +202,7 @@ class StreamObserver:
             self.upstream_error = err if isinstance(err, str) else (err.message or "upstream error")
             return Action.FORWARD
         if view.usage is not None:
-            self.usage = view.usage
+            self.usage = valid_usage(view.usage)
             if not view.choices and not self.forward_usage_chunk:
                 return Action.DROP
         return Action.FORWARD

@@ -7,11 +7,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from arbstr.records import RequestRecord
+from arbstr.records import AttemptRow, RequestRecord
 
 __all__ = [
+    "CostDetail",
     "Costs",
     "Counts",
+    "ErrorDetail",
     "GroupStats",
     "ListQuery",
     "MigrationStatus",
@@ -24,6 +26,8 @@ __all__ = [
     "StatsResult",
     "Timeseries",
     "TimeseriesPoint",
+    "TimingDetail",
+    "TokensDetail",
 ]
 
 SortColumn = Literal["timestamp", "cost_sats", "latency_ms"]
@@ -141,11 +145,54 @@ class Page(msgspec.Struct):
     total_pages: int
 
 
-class RequestDetail(msgspec.Struct):
-    """Every recorded column of one request plus its attempts."""
+class TokensDetail(msgspec.Struct):
+    input: int | None
+    output: int | None
+    cached: int | None = None
+    reasoning: int | None = None  # already inside `output`
 
-    request: RequestRecord
+
+class CostDetail(msgspec.Struct):
+    sats: float | None
+    provider_sats: float | None = None  # what the upstream itself reported, when it does
+    savings_sats: float | None = None  # against the most expensive candidate
+
+
+class TimingDetail(msgspec.Struct):
+    latency_ms: float | None
+    stream_duration_ms: float | None
+    ttft_ms: float | None = None
+    overhead_ms: float | None = None
+
+
+class ErrorDetail(msgspec.Struct):
+    status: int
+    message: str | None
+    code: str | None = None
+
+
+class RequestDetail(msgspec.Struct, omit_defaults=True):
+    """One request: a row of `GET /v1/requests` (same names, same timestamp format) with every
+    other recorded column beside it and its attempts (calls and skipped candidates)."""
+
+    id: str
     timestamp: str
+    model: str | None
+    provider: str | None
+    streaming: bool
+    success: bool
+    tokens: TokensDetail
+    cost: CostDetail
+    timing: TimingDetail
+    endpoint: str
+    status: int
+    upstream_model: str | None = None
+    chain: str | None = None
+    policy: str | None = None
+    key_id: str | None = None
+    stream_status: str | None = None
+    error: ErrorDetail | None = None
+    attempts: list[AttemptRow] = msgspec.field(default_factory=list)
 
 
 class MigrationStatus(msgspec.Struct):

@@ -12,8 +12,10 @@ from arbstr.records import AttemptRow, RequestRecord
 from arbstr.stores.requestlog.base import (
     Bucket,
     Cost,
+    CostDetail,
     Costs,
     Counts,
+    ErrorDetail,
     ErrorInfo,
     GroupBy,
     GroupStats,
@@ -28,7 +30,9 @@ from arbstr.stores.requestlog.base import (
     Timeseries,
     TimeseriesPoint,
     Timing,
+    TimingDetail,
     Tokens,
+    TokensDetail,
 )
 from arbstr.stores.requestlog.schema import (
     HIST_EDGES_MS,
@@ -67,7 +71,8 @@ UPSERT_ROLLUP = (
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds, always the same width: `2026-12-01T08:15:00.250Z`."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _filters(q: StatsQuery | ListQuery, time_col: str = "ts") -> tuple[str, list[Any]]:
@@ -361,7 +366,7 @@ class SqlRequestLog(abc.ABC):
             "WHERE request_id = ? ORDER BY seq",
             [request_id],
         )
-        record = _record(
+        return _detail(
             row,
             [
                 AttemptRow(
@@ -375,13 +380,37 @@ class SqlRequestLog(abc.ABC):
                 for a in attempts
             ],
         )
-        return RequestDetail(request=record, timestamp=iso(row["ts"]))
 
 
-def _record(row: dict[str, Any], attempts: list[AttemptRow]) -> RequestRecord:
-    fields = {k: v for k, v in row.items() if k not in ("ts", "attempt_count")}
-    fields["streaming"], fields["success"] = bool(row["streaming"]), bool(row["success"])
-    return RequestRecord(timestamp=row["ts"], attempts=attempts, **fields)
+def _detail(row: dict[str, Any], attempts: list[AttemptRow]) -> RequestDetail:
+    success = bool(row["success"])
+    error = None
+    if not success:
+        error = ErrorDetail(row["status"], row["error_message"], row["error_code"])
+    return RequestDetail(
+        id=row["id"],
+        timestamp=iso(row["ts"]),
+        model=row["model"],
+        provider=row["provider"],
+        streaming=bool(row["streaming"]),
+        success=success,
+        tokens=TokensDetail(
+            row["input_tokens"], row["output_tokens"], row["cached_tokens"], row["reasoning_tokens"]
+        ),
+        cost=CostDetail(row["cost_sats"], row["provider_cost_sats"], row["savings_sats"]),
+        timing=TimingDetail(
+            row["latency_ms"], row["stream_duration_ms"], row["ttft_ms"], row["overhead_ms"]
+        ),
+        endpoint=row["endpoint"],
+        status=row["status"],
+        upstream_model=row["upstream_model"],
+        chain=row["chain"],
+        policy=row["policy"],
+        key_id=row["key_id"],
+        stream_status=row["stream_status"],
+        error=error,
+        attempts=attempts,
+    )
 
 
 def _summary(row: dict[str, Any]) -> RequestSummary:
