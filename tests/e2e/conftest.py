@@ -30,6 +30,7 @@ class SimSpec:
     models: list[str] | None = None
     api_key: str | None = None
     extra: str = ""
+    url: str | None = None  # a raw upstream of the test's own instead of the simulator
 
 
 @dataclass
@@ -88,7 +89,7 @@ def config_text(specs: list[SimSpec], urls: list[str], head: str) -> str:
         lines += [
             "[[providers]]",
             f'name = "{spec.name}"',
-            f'url = "{url}"',
+            f'url = "{spec.url or url}"',
             f"input_rate = {spec.input_rate}",
             f"output_rate = {spec.output_rate}",
             f"base_fee = {spec.base_fee}",

@@ -190,3 +190,101 @@ def test_db_stats_and_requests_commands(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["requests", "-c", str(path), "--sort", "id"])
     assert bad.exit_code == 2
     assert "'sort' must be one of" in bad.output
+
+
+def test_read_only_commands_warn_on_unset_keys(tmp_path: Path) -> None:
+    db = tmp_path / "arbstr.db"
+    text = f'[database]\nurl = "sqlite:///{db}"\n' + GOOD  # alpha's ${TEST_ALPHA_KEY} is unset
+    path = write(tmp_path, text)
+    env = {"TEST_ALPHA_KEY": None, "COLUMNS": "200"}
+    assert runner.invoke(app, ["db", "migrate", "-c", str(path)], env=env).exit_code == 0
+    for args in (["stats"], ["requests"], ["db", "status"], ["providers"]):
+        result = runner.invoke(app, [*args, "-c", str(path)], env=env)
+        assert result.exit_code == 0, (args, result.output)
+        assert "WARNING: providers[0].api_key:" in result.output
+        assert "TEST_ALPHA_KEY is not set" in result.output
+    for args in (["check"],):  # serving needs the keys
+        result = runner.invoke(app, [*args, "-c", str(path)], env=env)
+        assert result.exit_code == 1 and "Configuration error:" in result.output
+
+
+def test_request_table_keeps_ids_and_numbers_whole(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from arbstr.ids import new_request_id
+    from arbstr.records import RequestRecord
+    from arbstr.stores.requestlog import SqliteRequestLog
+
+    db = tmp_path / "arbstr.db"
+    path = write(tmp_path, f'[database]\nurl = "sqlite:///{db}"\n')
+    ids = [new_request_id() for _ in range(3)]
+
+    async def seed() -> None:
+        store = SqliteRequestLog(str(db))
+        await store.migrate()
+        await store.append(
+            [
+                RequestRecord(
+                    id=rid,
+                    timestamp=time.time(),
+                    model="a-rather-long-model-name-for-a-narrow-terminal",
+                    provider="provider-with-a-long-name",
+                    success=True,
+                    status=200,
+                    latency_ms=123456.7,
+                    cost_sats=1234.567891,
+                    input_tokens=1234567,
+                    output_tokens=7654321,
+                )
+                for rid in ids
+            ]
+        )
+        await store.aclose()
+
+    asyncio.run(seed())
+    result = runner.invoke(app, ["requests", "-c", str(path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["id", "model"])
+    start, end = lines[header].index("id"), lines[header].index("model")
+    # a folded id continues on the next lines of its column: read the column top to bottom
+    column = "".join(line[start:end].strip() for line in lines[header + 2 :])
+    for rid in ids:
+        assert rid in column
+    for number in ("1234.567891", "123456.7", "1234567", "7654321"):
+        assert number in result.output  # on one line, never cut
+    assert "…" not in result.output
+
+
+def test_init_creates_parents_and_writes_into_directories(tmp_path: Path) -> None:
+    nested = tmp_path / "new" / "dir" / "x.toml"
+    assert runner.invoke(app, ["init", str(nested)]).exit_code == 0
+    assert nested.stat().st_mode & 0o777 == 0o600
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    assert runner.invoke(app, ["init", str(folder)]).exit_code == 0
+    assert (folder / "arbstr.toml").exists()
+    again = runner.invoke(app, ["init", str(folder) + "/"])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_version_flag() -> None:
+    from arbstr import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_sim_help_describes_every_flag() -> None:
+    import msgspec
+
+    from arbstr.sim.__main__ import _parser
+    from arbstr.sim.profile import SimProfile
+
+    parser = _parser()
+    helps = {a.dest: a.help for a in parser._actions}
+    for field in msgspec.structs.fields(SimProfile):
+        assert helps.get(field.name), field.name
+    for dest in ("host", "port", "profile", "uvloop"):
+        assert helps.get(dest), dest

@@ -317,3 +317,23 @@ async def test_tls_and_the_httpx_client() -> None:
         with pytest.raises(httpx.ConnectError) as info:
             await untrusted.handle_async_request(post(srv.port, scheme="https"))
     assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+
+
+async def test_a_header_value_with_cr_or_lf_is_never_written() -> None:
+    """A CR/LF in a header would split the request and desynchronise the kept-alive
+    connection: the transport refuses to send it, before any byte leaves."""
+    seen: list[bytes] = []
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        seen.append(await r.read(65536))
+        w.close()
+
+    async with serve(handler) as server:
+        transport = Http1Transport()
+        for value in (b"Bearer sk\r\nX-Evil: 1", b"Bearer sk\nx", b"sk\r"):
+            request = post(server.port)
+            request.headers["authorization"] = value.decode("latin-1")
+            with pytest.raises(httpx.LocalProtocolError, match="CR or LF"):
+                await transport.handle_async_request(request)
+        await transport.aclose()
+    assert seen == []

@@ -166,3 +166,55 @@ async def test_postgres_backend_terminated_mid_load_loses_nothing(tmp_path: Path
         await admin.close()
         await store.aclose()
         await drop_schema(schema)
+
+
+async def test_duplicate_ids_in_a_batch_never_block_the_queue(tmp_path: Path) -> None:
+    """A second record with the same id used to raise an integrity error that the writer
+    retried forever; now it is quarantined and everything behind it is written."""
+    store = SqliteRequestLog(str(tmp_path / "log.db"))
+    await store.migrate()
+    r = Recorder(store, spill_path=tmp_path / "spill.jsonl", batch_size=50, linger_s=0.01)
+    await r.start()
+    for i in range(10):
+        r.submit(rec(i))
+    r.submit(rec(3))  # the same id again, in the same batch
+    for i in range(10, 20):
+        r.submit(rec(i))
+    await wait_for(lambda: r.figures()["rows_written"] >= 20)
+    await r.drain_and_close()
+    assert await store.count() == 20
+    assert r.figures()["quarantined"] == 1
+    kept = r.quarantine_path.read_text().splitlines()
+    assert len(kept) == 1 and '"duplicate request id in one batch"' in kept[0]
+    assert not r.queue
+    await store.aclose()
+
+
+async def test_a_row_the_store_refuses_is_quarantined_the_rest_written(tmp_path: Path) -> None:
+    store = SqliteRequestLog(str(tmp_path / "log.db"))
+    await store.migrate()
+    r = Recorder(store, spill_path=tmp_path / "spill.jsonl", batch_size=50, linger_s=0.01)
+    await r.start()
+    bad = rec(5)
+    bad.status = 1 << 70  # no SQLite integer holds it: OverflowError for that row only
+    for i in range(10):
+        r.submit(bad if i == 5 else rec(i))
+    await wait_for(lambda: r.figures()["quarantined"] == 1)
+    await r.drain_and_close()
+    assert await store.count() == 9
+    assert r.figures()["write_errors"] == 0
+    assert "OverflowError" in r.quarantine_path.read_text()
+    await store.aclose()
+
+
+async def test_an_outage_is_not_mistaken_for_bad_rows(tmp_path: Path) -> None:
+    log = FlakyLog()
+    log.down = True
+    r = Recorder(log, spill_path=tmp_path / "s.jsonl", batch_size=5, backoff_s=(0.01, 0.02))  # type: ignore[arg-type]
+    await r.start()
+    for i in range(10):
+        r.submit(rec(i))
+    await wait_for(lambda: r.figures()["write_errors"] >= 2)
+    log.down = False
+    await r.drain_and_close()
+    assert len(log.rows) == 10 and r.figures()["quarantined"] == 0

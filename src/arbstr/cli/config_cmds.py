@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
@@ -129,12 +130,23 @@ def example_config() -> str:
 
 
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the config")] = Path("arbstr.toml"),
+    path: Annotated[
+        Path, typer.Argument(help="File to write, or a directory to write arbstr.toml into")
+    ] = Path("arbstr.toml"),
 ) -> None:
     """Write an annotated arbstr.toml (refuses to overwrite an existing file)."""
+    if path.is_dir() or str(path).endswith(("/", "\\")):
+        path = path / "arbstr.toml"
     if path.exists():
         err.print(f"{path} already exists; not overwriting it.", markup=False)
         raise typer.Exit(1)
-    path.write_text(example_config())
-    path.chmod(0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # created private: the file will hold (references to) provider keys
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(example_config())
+    except OSError as exc:
+        err.print(f"Cannot write {path}: {exc.strerror}", markup=False)
+        raise typer.Exit(1) from None
     out.print(f"Wrote {path}. Edit the providers, then run: arbstr check -c {path}", markup=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
+from rich import box
 from rich.table import Table
 
 from arbstr.api.stats import parse_list_query, parse_stats_query
@@ -166,16 +167,20 @@ def requests(
     ]
     title = f"requests page {result.page}/{max(1, result.total_pages)} ({result.total} total, UTC)"
     columns = ["id", "time", "model", "provider", "ok", "stream", "in", "out", "sats", "ms"]
-    out.print(table_of(title, columns, cells, {0, 2, 3}))
+    if out.width < 140:  # narrow: drop what the id and the JSON output still carry
+        keep = [i for i, name in enumerate(columns) if name not in ("time", "stream")]
+        columns = [columns[i] for i in keep]
+        cells = [[row[i] for i in keep] for row in cells]
+    out.print(table_of(title, columns, cells, {0, 1, 2}))
 
 
 def table_of(title: str, columns: list[str], rows: list[list[str]], text: set[int]) -> Table:
     """A table that never cuts a number: numeric columns keep their width and text columns
     (indices in `text`) wrap instead of ending in an ellipsis when the terminal is narrow."""
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     for i, name in enumerate(columns):
         if i in text:
-            table.add_column(name, overflow="fold")
+            table.add_column(name, overflow="fold", min_width=min(8, len(name)))
         else:
             width = max([len(name), *(len(row[i]) for row in rows)])
             table.add_column(name, justify="right", no_wrap=True, min_width=width)

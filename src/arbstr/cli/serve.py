@@ -6,15 +6,16 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from arbstr.cli.config_cmds import ConfigOpt, load_or_exit, out
+from arbstr.cli.config_cmds import ConfigOpt, err, load_or_exit, out
 from arbstr.secrets import convention_var
 
 __all__ = ["Server", "demo", "run_server", "serve"]
@@ -47,20 +48,58 @@ def _metrics_dir(workers: int) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound (a message for the operator), or None when it can."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def exit_if_taken(host: str, port: int) -> None:
+    why = port_in_use(host, port)
+    if why is not None:
+        err.print(
+            f"Cannot listen on {host}:{port}: {why}. Is another gateway running? "
+            f"Pick another port with --listen {host}:{port + 1}",
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+
 def run_server(
-    host: str, port: int, workers: int, server: Server, level: str = "info", grace_s: float = 10.0
+    host: str,
+    port: int,
+    workers: int,
+    server: Server,
+    level: str = "info",
+    grace_s: float = 10.0,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve `arbstr.app:app` (built from $ARBSTR_CONFIG in each worker)."""
+    """Serve `arbstr.app:app` (built from $ARBSTR_CONFIG in each worker); `on_ready` runs once
+    the socket is bound (one uvicorn worker; otherwise just before serving)."""
     with _metrics_dir(workers):
-        _run_server(host, port, workers, server, level, grace_s)
+        _run_server(host, port, workers, server, level, grace_s, on_ready)
 
 
 def _run_server(
-    host: str, port: int, workers: int, server: Server, level: str, grace_s: float
+    host: str,
+    port: int,
+    workers: int,
+    server: Server,
+    level: str,
+    grace_s: float,
+    on_ready: Callable[[], None] | None,
 ) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (server is Server.granian or workers > 1) and on_ready is not None:
+        on_ready()
     if server is Server.granian:
         from granian import Granian
         from granian.constants import Interfaces, Loops
@@ -92,7 +131,9 @@ def _run_server(
     if workers > 1:
         uvicorn.run("arbstr.app:app", workers=workers, **options)
         return
-    _OrderlyServer(uvicorn.Config("arbstr.app:app", **options)).run()
+    orderly = _OrderlyServer(uvicorn.Config("arbstr.app:app", **options))
+    orderly.on_ready = on_ready
+    orderly.run()
 
 
 def _orderly_server_class() -> type[Any]:
@@ -102,11 +143,18 @@ def _orderly_server_class() -> type[Any]:
         """uvicorn re-raises SIGTERM after its graceful shutdown (exit status 143); an orderly
         shutdown that drained every request and record is a success: exit 0."""
 
+        on_ready: Callable[[], None] | None = None
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             with super().capture_signals():
                 yield
                 self._captured_signals.clear()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and self.on_ready is not None:
+                self.on_ready()  # the socket is bound: now a printed URL works
 
     return OrderlyServer
 
@@ -137,6 +185,7 @@ def serve(
     if settings.source and Path(settings.source).exists():
         os.environ["ARBSTR_CONFIG"] = str(Path(settings.source).resolve())
     host, port = split_listen(listen or settings.config.server.listen)
+    exit_if_taken(host, port)
     n = workers or settings.config.server.workers
     out.print(
         f"arbstr listening on http://{host}:{port} ({n} worker(s), {server.value})", markup=False
@@ -153,10 +202,12 @@ def serve(
 
 DEMO_PROVIDERS = (
     # name, profile, input rate, output rate, base fee, description
-    ("cheap-flaky", "flaky", 2.0, 6.0, 0.0, "cheapest; fails 30% of requests"),
-    ("mid-limited", "ratelimited", 5.0, 15.0, 0.0, "rate-limited (answers 429)"),
+    ("cheap-flaky", "flaky", 2.0, 6.0, 0.0, "cheapest; fails half of its requests"),
+    ("mid-limited", "ratelimited", 5.0, 15.0, 0.0, "rate-limited (answers 429, retry-after 5)"),
     ("steady", "healthy", 10.0, 30.0, 1.0, "most expensive; always healthy"),
 )
+# the flaky provider's first answers: the very first request shows a failover and a cooldown
+DEMO_FLAKY_SCRIPT = [503, 200, 503, 503, 200]
 
 
 def demo_config(urls: list[str], listen: str, db: str) -> str:
@@ -166,7 +217,7 @@ def demo_config(urls: list[str], listen: str, db: str) -> str:
         "[database]",
         f'url = "sqlite:///{db}"',
         "[reliability]",
-        "backoff_s = [0.05, 0.1]",
+        "max_retries = 0  # a failure moves on at once: failovers show on the first requests",
         "circuit_open_s = 10",
         "cooldown_default_s = 15",
     ]
@@ -189,39 +240,57 @@ def demo_config(urls: list[str], listen: str, db: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def demo_profiles() -> list[Any]:
+    from arbstr.sim import builtin_profile
+
+    profiles = []
+    for name, profile, *_ in DEMO_PROVIDERS:
+        extra: dict[str, Any] = {}
+        if profile == "flaky":
+            extra = {"failure_rate": 0.5, "status_script": list(DEMO_FLAKY_SCRIPT)}
+        profiles.append(builtin_profile(profile, name=name, **extra))
+    return profiles
+
+
+def demo_banner(base: str, urls: list[str], config: Path) -> str:
+    lines = ["arbstr demo: three SIMULATED providers (no real API is called)"]
+    for (name, _p, inp, outp, fee, desc), url in zip(DEMO_PROVIDERS, urls, strict=True):
+        lines.append(
+            f"  {name:<12} {url:<28} {inp:g}/{outp:g} sats per 1k in/out, fee {fee:g}: {desc}"
+        )
+    lines += [
+        f"\nGateway on {base}  (config: {config})\nTry:",
+        f"  curl -si {base}/v1/chat/completions -H 'content-type: application/json' \\",
+        '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}\'',
+        f"  curl -s {base}/health",
+        f"  curl -s {base}/v1/requests",
+        f"  curl -s {base}/v1/stats",
+        "What to look for in the response headers, request after request:",
+        "  x-arbstr-provider   cheap-flaky when it answers; steady when it failed (a failover)",
+        "  x-arbstr-retries    1/cheap-flaky, 1/mid-limited: the failed attempts behind an answer",
+        "  x-arbstr-cost-sats  the true cost of this request from the upstream's usage",
+        '  model "waterfall" walks mid-limited -> steady; mid-limited cools down after its 429',
+        "  (see /v1/ratelimits). Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
 def demo(listen: ListenOpt = None, server: ServerOpt = Server.uvicorn) -> None:
     """Three local simulated providers (cheap+flaky, rate-limited, steady) behind the gateway."""
-    from arbstr.sim import SimProfile, builtin_profile, run_in_thread
+    from arbstr.sim import run_in_thread
 
     listen = listen or "127.0.0.1:8080"
     host, port = split_listen(listen)
-    profiles: list[SimProfile] = [
-        builtin_profile(profile, name=name) for name, profile, *_ in DEMO_PROVIDERS
-    ]
-    with run_in_thread(profiles) as cluster:
-        workdir = Path(tempfile.mkdtemp(prefix="arbstr-demo-"))
-        path = workdir / "arbstr.toml"
-        path.write_text(demo_config(cluster.urls, listen, str(workdir / "arbstr.db")))
+    exit_if_taken(host, port)
+    with (
+        tempfile.TemporaryDirectory(prefix="arbstr-demo-") as workdir,
+        run_in_thread(demo_profiles()) as cluster,
+    ):
+        path = Path(workdir) / "arbstr.toml"
+        path.write_text(demo_config(cluster.urls, listen, str(Path(workdir) / "arbstr.db")))
         path.chmod(0o600)
         os.environ["ARBSTR_CONFIG"] = str(path)
         for name, *_ in DEMO_PROVIDERS:  # keys by the env convention, as a real setup should
             os.environ[convention_var(name)] = f"sim-{name}-key-not-a-secret"
-        base = f"http://{host}:{port}"
-        out.print("arbstr demo: three SIMULATED providers (no real API is called)", style="bold")
-        for (name, _p, inp, outp, fee, desc), url in zip(DEMO_PROVIDERS, cluster.urls, strict=True):
-            out.print(
-                f"  {name:<12} {url:<28} {inp:g}/{outp:g} sats per 1k in/out, fee {fee:g}: {desc}",
-                markup=False,
-            )
-        out.print(f"\nGateway on {base}  (config: {path})\nTry:", markup=False)
-        out.print(
-            f"  curl -si {base}/v1/chat/completions -H 'content-type: application/json' \\\n"
-            '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}\'\n'
-            f"  curl -s {base}/health\n"
-            f"  curl -s {base}/providers\n"
-            f"  curl -s {base}/v1/models\n"
-            '  (model "waterfall" walks mid-limited -> steady; repeat the first curl to watch '
-            "x-arbstr-provider and x-arbstr-retries change)\n",
-            markup=False,
-        )
-        run_server(host, port, 1, server)
+        banner = demo_banner(f"http://{host}:{port}", cluster.urls, path)
+        run_server(host, port, 1, server, on_ready=lambda: out.print(banner, markup=False))

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from arbstr.sim.profile import BUILTIN_PROFILES, SimProfile
+from arbstr.sim.profile import BUILTIN_PROFILES, FIELD_HELP, SimProfile
 from arbstr.sim.server import SimServer
 
 __all__ = ["main", "parse_profile"]
@@ -39,17 +39,28 @@ def _parser() -> argparse.ArgumentParser:
         description="arbstr-sim: a SIMULATED OpenAI-compatible provider for demos, tests and "
         "benchmarks. Every profile field is a flag; lists take a,b,c and headers k=v,k2=v2.",
     )
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=9001, help="0 picks a free port")
-    ap.add_argument("--profile", default="healthy", choices=sorted(BUILTIN_PROFILES))
-    ap.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=9001, help="port to bind; 0 picks a free port")
+    ap.add_argument(
+        "--profile",
+        default="healthy",
+        choices=sorted(BUILTIN_PROFILES),
+        help="built-in behaviour the other flags adjust (default healthy)",
+    )
+    ap.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run on uvloop when it is installed",
+    )
     for field in msgspec.structs.fields(SimProfile):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(_DEFAULTS, field.name)
+        text = f"{FIELD_HELP[field.name]} (default: {default!r})"
         if isinstance(default, bool):
-            ap.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction)
+            ap.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=text)
         else:
-            ap.add_argument(flag, dest=field.name, metavar=field.name.upper())
+            ap.add_argument(flag, dest=field.name, metavar=field.name.upper(), help=text)
     return ap
 
 

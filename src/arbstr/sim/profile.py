@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["BUILTIN_PROFILES", "SimProfile", "builtin_profile"]
+__all__ = ["BUILTIN_PROFILES", "FIELD_HELP", "SimProfile", "builtin_profile"]
 
 _NonNeg = Annotated[float, msgspec.Meta(ge=0)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -40,6 +40,31 @@ class SimProfile(msgspec.Struct, kw_only=True):
     garbage_after_chunks: _Count | None = None
     seed: int = 0
 
+
+# What each field does: `python -m arbstr.sim --help` shows these beside the flags.
+FIELD_HELP: dict[str, str] = {
+    "name": "label used in answers and logs",
+    "models": "models listed by GET /models (comma-separated)",
+    "latency_ms": "delay before every answer, in ms",
+    "failure_rate": "share of requests (0..1) answered with --failure-status",
+    "failure_status": "HTTP status of a failed request (default 500)",
+    "status_script": "statuses for the next requests in order, e.g. 500,500,200; then normal",
+    "rate_limited": "answer every chat request 429 with retry-after and x-ratelimit-* headers",
+    "retry_after": "the retry-after header of a 429 (seconds or an HTTP date; none = absent)",
+    "ratelimit_headers": "x-ratelimit-* headers to send, k=v,k2=v2",
+    "malformed": "answer 200 with a body that is not JSON",
+    "hang": "accept requests and never answer",
+    "completion_tokens": "completion tokens reported in usage (default 10, or one per chunk)",
+    "cached_tokens": "prompt tokens reported as cached",
+    "usage_cost": "usage.cost to report (what some upstreams bill)",
+    "omit_usage": "send no usage at all",
+    "chunks": "content chunks in a stream",
+    "tokens_per_s": "stream pacing: chunks per second (0 = as fast as possible)",
+    "cut_after_chunks": "close the connection after this many chunks (mid-stream failure)",
+    "stall_after_chunks": "stop sending after this many chunks, keeping the connection open",
+    "garbage_after_chunks": "send an unparseable event after this many chunks",
+    "seed": "random seed for --failure-rate",
+}
 
 BUILTIN_PROFILES: dict[str, SimProfile] = {
     "healthy": SimProfile(name="healthy"),

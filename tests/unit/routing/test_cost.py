@@ -151,9 +151,7 @@ def test_cost_equals_the_formula(
     p = prov(inp=inp, out=out, cached=cr, fee=fee)
     expected = (u * inp + c * cr + o * out) / 1000 + fee
     # recorded and shown with 6 decimal places (SATS_PLACES)
-    assert actual_cost(p, usage(u + c, o, cached=c)) == pytest.approx(
-        expected, rel=1e-12, abs=5e-7
-    )
+    assert actual_cost(p, usage(u + c, o, cached=c)) == pytest.approx(expected, rel=1e-12, abs=5e-7)
     assert price(p, u, c, o) == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
