@@ -34,6 +34,9 @@ def test_bench_stream_table_and_failures_exit_1(stack: StackFactory) -> None:
     assert result.exit_code == 0, result.output
     assert "first byte p50 ms" in result.output
     assert "status 200" in result.output
+    # streams carry x-arbstr-overhead-ms too, so the stream bench reports the gateway's share
+    overhead = next(line for line in result.output.splitlines() if "overhead p50 ms" in line)
+    assert any(ch.isdigit() for ch in overhead), overhead
     broken = stack([SimSpec("b", SimProfile(failure_rate=1.0, failure_status=400))])
     result = runner.invoke(app, ["bench", "-u", f"{broken.url}/v1", "-n", "5", "-c", "1"])
     assert result.exit_code == 1

@@ -55,24 +55,21 @@ class ResponseUsageView(msgspec.Struct, gc=False):
 usage_decoder = msgspec.json.Decoder(ResponseUsageView, strict=False)
 
 
-def _count_ok(value: int | None) -> bool:
-    return value is None or 0 <= value <= MAX_TOKENS
+def _bad(value: int | None) -> bool:
+    return value is not None and not 0 <= value <= MAX_TOKENS
 
 
 def valid_usage(usage: Usage | None) -> Usage | None:
     """`usage` when its counts are plausible, else None (unknown usage, never a wrong cost)."""
     if usage is None:
         return None
+    if _bad(usage.prompt_tokens) or _bad(usage.completion_tokens) or _bad(usage.total_tokens):
+        return None
     details = usage.prompt_tokens_details
+    if details is not None and _bad(details.cached_tokens):
+        return None
     out_details = usage.completion_tokens_details
-    counts = (
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.total_tokens,
-        details.cached_tokens if details is not None else None,
-        out_details.reasoning_tokens if out_details is not None else None,
-    )
-    if not all(_count_ok(c) for c in counts):
+    if out_details is not None and _bad(out_details.reasoning_tokens):
         return None
     return usage
 
