@@ -56,10 +56,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         server = settings.config.server
+        limits = settings.config.limits
         upstream = Upstream(
             connect_timeout_s=server.connect_timeout_s,
             read_timeout_s=server.request_timeout_s,
             transport=server.upstream_transport,
+            max_headers=limits.max_response_headers,
+            max_head_bytes=limits.max_response_header_bytes,
         )
         health_state = Health.create(settings.config.reliability, settings.providers)
         names = [p.name for p in settings.providers]

@@ -28,7 +28,8 @@ from arbstr.reliability.retry import (
 )
 from arbstr.routing.rank import Ewma
 from arbstr.routing.resolve import Candidate
-from arbstr.upstream.client import error_kind, rate_limit_headers
+from arbstr.upstream.client import ResponseTooLarge, error_kind, rate_limit_headers
+from arbstr.upstream.http1 import HeadersTooLarge
 
 __all__ = ["AttemptResult", "Health", "LoopFailed", "Send", "T", "run_attempts"]
 
@@ -176,7 +177,11 @@ async def run_attempts(
     retries = RetryHeader()
     upstream_s = 0.0
     now_wall = time.time
-    for cand in candidates:
+    # one attempt's share of the deadline while other candidates wait behind it, so a hung
+    # provider leaves time for a fallback; the last candidate may use all that is left
+    share = cfg.attempt_timeout_s or request_timeout_s / 2
+    last = len(candidates) - 1
+    for index, cand in enumerate(candidates):
         prov = cand.provider
         model = cand.upstream_model
         cooldown = health.cooldowns.active(prov.name, model) or health.limiter.admit(
@@ -200,10 +205,11 @@ async def run_attempts(
                     breaker.release_probe()
                     health.dirty_circuits.add(prov.name)
                 raise LoopFailed(_timeout(request_timeout_s), rows, retries)
-            timeout_s = min(prov.timeout_s or remaining, remaining)
+            timeout_s = min(prov.timeout_s or (share if index < last else remaining), remaining)
             t0 = time.monotonic()
             status: int | None = None
             kind = None
+            failure: BaseException | None = None
             response: httpx.Response | None = None
             extra: T | None = None
             try:
@@ -212,6 +218,7 @@ async def run_attempts(
                 status = response.status_code
             except (TimeoutError, httpx.HTTPError, OSError) as exc:
                 kind = error_kind(exc)
+                failure = exc
             elapsed = time.monotonic() - t0
             upstream_s += elapsed
             outcome = classify(status, kind)
@@ -238,7 +245,8 @@ async def run_attempts(
                     retries,
                     outcome is Action.SUCCESS,
                 )
-            error = _describe(status, kind, response)
+            error = _describe(status, kind, failure)
+            failure = None  # its traceback holds this frame: no cycle through the loop
             if response is not None:
                 await response.aclose()
             rows.append(
@@ -314,9 +322,15 @@ def _learn(
                 health.dirty_cooldowns.add(key)
 
 
-def _describe(status: int | None, kind: str | None, response: httpx.Response | None) -> str:
+def _describe(status: int | None, kind: str | None, failure: BaseException | None) -> str:
     if status is not None:
         return f"HTTP {status}"
+    if isinstance(failure, ResponseTooLarge):
+        return "answer over max_response_bytes"
+    if isinstance(failure, HeadersTooLarge):
+        return "headers over the limit"
+    if isinstance(failure, httpx.RemoteProtocolError):
+        return "protocol error"
     return {"connect": "connection error", "timeout": "timeout"}.get(kind or "", "read error")
 
 

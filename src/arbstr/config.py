@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "LimitsConfig",
     "LoggingConfig",
     "PoliciesConfig",
     "PolicyRule",
@@ -75,6 +76,23 @@ class DatabaseConfig(_Base):
         return f"sqlite:///{self.path or './arbstr.db'}"
 
 
+class LimitsConfig(_Base):
+    """Every byte count, item count and wait a client or an upstream controls (README, Limits)."""
+
+    # upstream answers
+    max_response_bytes: int = 32 << 20  # a whole (non-streamed) answer; per provider too
+    max_response_headers: int = 256  # header lines of one upstream response
+    max_response_header_bytes: int = 64 << 10  # status line and headers of one response
+    max_sse_event_bytes: int = 4 << 20  # one pending stream event (its lines included)
+    # clients (enforced by the HTTP server: see the README for which host enforces what)
+    max_request_headers: int = 100
+    max_request_header_bytes: int = 64 << 10  # larger -> 431
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (slowloris)
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this -> 408
+    keepalive_timeout_s: float = 5.0  # an idle kept-alive client connection is closed after this
+    max_connections: int = 0  # concurrent client connections; 0 = from the descriptor limit
+
+
 class StateConfig(_Base):
     backend: Literal["memory", "database"] = "memory"
     sync_interval_s: float = 0.25  # publish + poll period: another replica sees a change < 1 s
@@ -88,6 +106,10 @@ class ReliabilityConfig(_Base):
     cooldown_default_s: float = 60.0
     cooldown_402_s: float = 300.0
     stream_idle_timeout_s: float = 30.0
+    max_stream_s: float = 600.0  # a stream's whole duration after its first byte
+    # one attempt's share of the deadline, so a hung provider leaves time for a fallback;
+    # None = half of request_timeout_s. A provider's own timeout_s wins.
+    attempt_timeout_s: float | None = None
 
 
 class RateLimits(_Base):
@@ -107,6 +129,7 @@ class ProviderConfig(_Base):
     base_fee: float = 0.0
     timeout_s: float | None = None
     rate_limits: RateLimits | None = None
+    max_response_bytes: int | None = None  # default: [limits] max_response_bytes
 
 
 class ChainEntry(_Base):
@@ -148,6 +171,7 @@ class Config(_Base):
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     reliability: ReliabilityConfig = msgspec.field(default_factory=ReliabilityConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
     chains: list[ChainConfig] = msgspec.field(default_factory=list)
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
@@ -169,6 +193,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     rate_limits: RateLimits | None
     api_key: ApiKey | None
     key_source: str
+    max_response_bytes: int = 32 << 20
 
     def serves(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -280,7 +305,16 @@ def _validate(
         raise fail("server.max_body_bytes", "must be > 0")
     if server.workers < 1:
         raise fail("server.workers", "must be >= 1")
+    for name in LimitsConfig.__struct_fields__:
+        value = getattr(config.limits, name)
+        if value < 0 or (value == 0 and name != "max_connections"):
+            raise fail(f"limits.{name}", "must be > 0")
     rel = config.reliability
+    for key in ("max_stream_s", "stream_idle_timeout_s"):
+        if getattr(rel, key) <= 0:
+            raise fail(f"reliability.{key}", "must be > 0")
+    if rel.attempt_timeout_s is not None and rel.attempt_timeout_s <= 0:
+        raise fail("reliability.attempt_timeout_s", "must be > 0")
     if rel.max_retries < 0:
         raise fail("reliability.max_retries", "must be >= 0")
     if rel.circuit_failure_threshold < 1:
@@ -309,6 +343,8 @@ def _validate(
                 raise fail(f"{where}.{key}", "must not be negative")
         if pc.timeout_s is not None and pc.timeout_s <= 0:
             raise fail(f"{where}.timeout_s", "must be > 0")
+        if pc.max_response_bytes is not None and pc.max_response_bytes <= 0:
+            raise fail(f"{where}.max_response_bytes", "must be > 0")
         try:
             resolved = resolve_api_key(pc.name, pc.api_key, env)
         except SecretError as e:
@@ -332,6 +368,7 @@ def _validate(
                 rate_limits=pc.rate_limits,
                 api_key=resolved.key,
                 key_source=resolved.source,
+                max_response_bytes=pc.max_response_bytes or config.limits.max_response_bytes,
             )
         )
     if not providers:

@@ -10,6 +10,7 @@ __all__ = [
     "AllRateLimited",
     "ArbstrError",
     "BadRequest",
+    "ClientAborted",
     "ErrorBody",
     "ErrorEnvelope",
     "InvalidJson",
@@ -18,6 +19,7 @@ __all__ = [
     "NoProviderMatchesPolicy",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "UpstreamTimeout",
     "error_body",
 ]
@@ -103,6 +105,20 @@ class PayloadTooLarge(ArbstrError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class ClientAborted(ArbstrError):
+    """The client went away before sending the body it declared: nothing goes upstream."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
+class RequestTimeout(ArbstrError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class AllProvidersFailed(ArbstrError):

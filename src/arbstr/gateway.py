@@ -27,6 +27,7 @@ from arbstr.routing.cost import (
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView, EmbeddingsView, last_user_text, prompt_chars
 from arbstr.schemas.usage import Usage, read_usage
+from arbstr.secrets import Scrubber
 from arbstr.streaming import start_stream
 from arbstr.upstream.body import rewrite_body
 from arbstr.upstream.client import Upstream, body_headers
@@ -88,6 +89,9 @@ class Gateway:
         self.request_timeout_s = server.request_timeout_s
         self.connect_timeout_s = server.connect_timeout_s
         self.idle_timeout_s = settings.config.reliability.stream_idle_timeout_s
+        self.max_stream_s = settings.config.reliability.max_stream_s
+        self.max_sse_event_bytes = settings.config.limits.max_sse_event_bytes
+        self.body_timeout_s = settings.config.limits.body_timeout_s
         # what each provider is configured to serve (/health: usable while one is not cooling)
         self._health_models: dict[str, tuple[str, ...]] = {}
         for p in settings.providers:
@@ -98,6 +102,7 @@ class Gateway:
                 if e.provider == p.name
             }
             self._health_models[p.name] = tuple(sorted(set(p.models) | chained)) if p.models else ()
+        self.scrubber = Scrubber([*(p.api_key for p in settings.providers), settings.admin_token])
         self._base_headers: dict[str, list[Header]] = {}
         for p in settings.providers:
             base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
@@ -137,7 +142,7 @@ class Gateway:
                 self._headers(cand, meta),
                 timeout_s,
             )
-            content = await Upstream.read(response)
+            content = await Upstream.read(response, cand.provider.max_response_bytes)
             if response.status_code == 200 and not content.startswith(b"{"):
                 raise MalformedUpstream("upstream sent a body that is not a JSON object")
             return response, content
@@ -179,7 +184,7 @@ class Gateway:
             response = await self.upstream.post(
                 cand.provider.url + "/embeddings", payload, self._headers(cand, meta), timeout_s
             )
-            return response, await Upstream.read(response)
+            return response, await Upstream.read(response, cand.provider.max_response_bytes)
 
         result = await self.attempt(plan, send, meta, record)
         if isinstance(result, GatewayResponse):
@@ -280,7 +285,8 @@ class Gateway:
                 if cost is not None:
                     headers.append((b"x-arbstr-cost-sats", format_sats(cost).encode()))
                     record.savings_sats = savings(cost, plan.candidates, usage, chat=chat)
-        else:
+        else:  # the error path: an upstream may echo our key back
+            content = self.scrubber.scrub(content)
             record.error_code = "upstream_client_error"
             record.error_message = content[:500].decode("utf-8", "replace")
         overhead = max(0.0, elapsed - result.upstream_s)

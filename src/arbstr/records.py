@@ -48,9 +48,8 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     ttft_ms: float | None = None
     stream_duration_ms: float | None = None
     overhead_ms: float | None = None
-    stream_status: str | None = (
-        None  # completed | client_disconnected | upstream_error | idle_timeout | gateway_error
-    )
+    # completed | client_disconnected | upstream_error | idle_timeout | too_long | gateway_error
+    stream_status: str | None = None
     attempts: list[AttemptRow] = msgspec.field(default_factory=list)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ __all__ = [
     "REDACTED",
     "ApiKey",
     "ResolvedKey",
+    "Scrubber",
     "SecretError",
     "clean_key",
     "convention_var",
@@ -162,6 +163,35 @@ def resolve_api_key(
         f'prefer api_key = "${{{var}}}" or remove api_key and set {var}'
     )
     return ResolvedKey(ApiKey(raw), "config-literal", warning)
+
+
+class Scrubber:
+    """Replaces every configured secret in bytes or text with `[REDACTED]`.
+
+    For the error path only: some upstreams and proxies echo request headers (the provider's
+    key) in their 4xx bodies, and those bodies reach the client and the request log's
+    `error_message`. A successful answer is never touched (it goes out byte for byte).
+    """
+
+    __slots__ = ("_raw", "_text")
+
+    def __init__(self, secrets: Iterable[ApiKey | None]) -> None:
+        values = {k.reveal() for k in secrets if k is not None and len(k.reveal()) >= 6}
+        # longest first: a key that contains another is replaced whole
+        self._text = sorted(values, key=len, reverse=True)
+        self._raw = [v.encode() for v in self._text]
+
+    def scrub(self, data: bytes) -> bytes:
+        for secret in self._raw:
+            if secret in data:
+                data = data.replace(secret, REDACTED.encode())
+        return data
+
+    def scrub_text(self, text: str) -> str:
+        for secret in self._text:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
 
 
 def permission_warning(path: Path) -> str | None:

@@ -71,7 +71,8 @@ async def start_stream(
             timeout_s,
         )
         if response.status_code != 200:
-            return response, StreamStart(await Upstream.read(response), None)
+            limit = cand.provider.max_response_bytes
+            return response, StreamStart(await Upstream.read(response, limit), None)
         chunks = Upstream.chunks(response)
         try:
             first = await anext(chunks)
@@ -94,8 +95,8 @@ async def start_stream(
     )
     headers.append((b"x-arbstr-provider", cand.provider.name.encode()))
     if not result.success or result.extra.chunks is None:
-        # a client error (4xx) from the upstream goes back as it was sent
-        content = result.extra.first
+        # a client error (4xx) from the upstream goes back as it was sent, secrets scrubbed
+        content = gateway.scrubber.scrub(result.extra.first)
         headers.extend(_body_headers(result.response))
         record.status, record.success = result.response.status_code, False
         record.error_code = "upstream_client_error"
@@ -129,9 +130,11 @@ async def _relay(
     response = result.response
     cand = result.candidate
     wants_usage = bool(view.stream_options and view.stream_options.include_usage)
-    splitter = SseSplitter()
+    splitter = SseSplitter(gateway.max_sse_event_bytes)
     observer = StreamObserver(forward_usage_chunk=wants_usage)
     idle = gateway.idle_timeout_s
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + gateway.max_stream_s  # a stream's whole duration, pings or not
     status = "completed"
     error_code: str | None = None
     error_message: str | None = None
@@ -153,11 +156,16 @@ async def _relay(
                     out.append(event.raw)
                     done = True
                     break
-            if observer.garbage or observer.upstream_error:
+            if observer.garbage or observer.upstream_error or splitter.oversized:
                 status, error_code = "upstream_error", "upstream_stream_error"
-                error_message = observer.upstream_error or "upstream sent an unparseable event"
-                if out:
-                    yield b"".join(out)
+                error_message = observer.upstream_error or (
+                    f"upstream sent an event larger than {splitter.max_event_bytes} bytes"
+                    if splitter.oversized
+                    else "upstream sent an unparseable event"
+                )
+                error_message = gateway.scrubber.scrub_text(error_message)
+                if out:  # the error path: an upstream error event may echo our key
+                    yield gateway.scrubber.scrub(b"".join(out))
                 break
             if done:
                 tail = b"".join(out)  # sent with the trailer: one write for the end
@@ -165,16 +173,20 @@ async def _relay(
             if out:
                 yield b"".join(out)
             try:
-                # asyncio.timeout, not wait_for: no extra task per chunk on the hot path
-                async with asyncio.timeout(idle):
+                # asyncio.timeout_at, not wait_for: no extra task per chunk on the hot path
+                async with asyncio.timeout_at(min(loop.time() + idle, ends_at)):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 status, error_code = "upstream_error", "upstream_stream_error"
                 error_message = "upstream closed the stream before [DONE]"
                 break
             except TimeoutError:
-                status, error_code = "idle_timeout", "stream_idle_timeout"
-                error_message = f"upstream sent nothing for {idle:g} s"
+                if loop.time() >= ends_at:
+                    status, error_code = "too_long", "stream_max_duration"
+                    error_message = f"the stream ran past max_stream_s ({gateway.max_stream_s:g} s)"
+                else:
+                    status, error_code = "idle_timeout", "stream_idle_timeout"
+                    error_message = f"upstream sent nothing for {idle:g} s"
                 break
             except (httpx.HTTPError, OSError) as exc:
                 status, error_code = "upstream_error", "upstream_stream_error"

@@ -232,8 +232,15 @@ class MetricsSink:
 
     def __init__(self, metrics: Metrics, inner: list[RecordSink]) -> None:
         self.metrics, self.inner = metrics, inner
+        self._failed = False  # logged once: a bad value repeats on every request
 
     def submit(self, record: RequestRecord) -> None:
-        self.metrics.observe(record)
+        # the record first: metrics and recording must never fail each other
         for sink in self.inner:
             sink.submit(record)
+        try:
+            self.metrics.observe(record)
+        except Exception:  # a value a counter refuses costs a data point, never the row
+            if not self._failed:
+                log.exception("metrics could not count request %s", record.id)
+            self._failed = True

@@ -50,16 +50,27 @@ def test_incomplete_tail_is_flushed_as_passthrough() -> None:
     assert not events[-1].complete
 
 
-def test_oversized_line_passes_through_with_bounded_buffer() -> None:
-    splitter = SseSplitter(max_line_bytes=64)
-    out = splitter.feed(b"data: " + b"x" * 100)
-    assert len(out) == 1
-    assert not out[0].complete
-    assert out[0].data is None
+def test_an_oversized_event_stops_the_splitter_with_a_bounded_buffer() -> None:
+    splitter = SseSplitter(max_event_bytes=64)
+    out = splitter.feed(b"data: ok\n\n" + b"data: " + b"x" * 100)
+    assert [e.data for e in out] == [b"ok"]
+    assert splitter.oversized
     assert len(splitter._buf) == 0
-    out += splitter.feed(b"y" * 100 + b"\n\ndata: ok\n\n")
-    assert b"".join(e.raw for e in out) == b"data: " + b"x" * 100 + b"y" * 100 + b"\n\ndata: ok\n\n"
-    assert out[-1].data == b"ok"
+    assert splitter.feed(b"y" * 100 + b"\n\ndata: more\n\n") == []
+    assert splitter.flush() == []
+    # many short lines with no blank line are an oversized event too (not a long line)
+    lines = SseSplitter(max_event_bytes=1000)
+    assert lines.feed(b"data: x\n" * 200) == [] and lines.oversized
+
+
+def test_usage_event_over_a_mebibyte_is_still_parsed() -> None:
+    big = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"pad":"'
+    big += b"p" * (1 << 21) + b'"}\n\n'
+    events = split([big[i : i + 65536] for i in range(0, len(big), 65536)])
+    assert len(events) == 1 and events[0].complete
+    hide = StreamObserver(forward_usage_chunk=False)
+    assert hide.observe(events[0]) is Action.DROP
+    assert hide.usage is not None and hide.usage.completion_tokens == 2
 
 
 def test_observer_usage_done_drop_and_errors() -> None:
@@ -132,4 +143,20 @@ def test_any_split_yields_the_same_events(
 def test_arbitrary_bytes_never_lose_a_byte(blob: bytes, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(blob))), max_size=10)))
     chunks = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
-    assert b"".join(e.raw for e in split(chunks, max_line_bytes=32)) == blob
+    assert b"".join(e.raw for e in split(chunks)) == blob
+    # with a small cap: everything, or a prefix and the splitter says it stopped
+    splitter = SseSplitter(max_event_bytes=32)
+    out = b"".join(e.raw for c in chunks for e in splitter.feed(c))
+    out += b"".join(e.raw for e in splitter.flush())
+    assert out == blob or (splitter.oversized and blob.startswith(out))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400), st.data())
+def test_splitting_matches_a_reference_reader(blob: bytes, data: st.DataObject) -> None:
+    """The resumable scan finds the same event ends as reading the whole input at once."""
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(blob))), max_size=10)))
+    chunks = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
+    whole = [(e.raw, e.complete) for e in split([blob])]
+    parts = [(e.raw, e.complete) for e in split(chunks)]
+    assert parts == whole

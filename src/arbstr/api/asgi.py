@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from arbstr.errors import ArbstrError, PayloadTooLarge
+from arbstr.errors import ArbstrError, ClientAborted, PayloadTooLarge, RequestTimeout
 from arbstr.ids import new_request_id
 
 if TYPE_CHECKING:
@@ -29,12 +29,28 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing more than `limit` bytes with 413 before reading it all."""
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The whole request body: more than `limit` bytes is 413 (refused before reading it all
+    when declared), a body not in within `timeout_s` is 408, and a client that leaves before
+    sending what it declared is `ClientAborted` (a truncated body never goes upstream)."""
+    declared_raw = _header(scope, b"content-length")
+    declared = int(declared_raw) if declared_raw is not None and declared_raw.isdigit() else None
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            body = await _read_all(receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+    if declared is not None and len(body) != declared:
+        raise ClientAborted(f"the client sent {len(body)} of the {declared} bytes it declared")
+    return body
+
+
+async def _read_all(receive: Receive, limit: int) -> bytes:
     message: Any = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientAborted("the client disconnected before sending its body")
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
@@ -45,7 +61,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientAborted("the client disconnected in the middle of its body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

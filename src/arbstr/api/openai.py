@@ -52,7 +52,7 @@ async def proxy(
             break
     meta = RequestMeta(request_id=request_id, started=started, policy_header=policy)
     try:
-        body = await read_body(scope, receive, gateway.max_body_bytes)
+        body = await read_body(scope, receive, gateway.max_body_bytes, gateway.body_timeout_s)
     except ArbstrError as exc:
         gateway.record_rejected(meta, endpoint, exc)
         await send_error(send, exc, request_id)

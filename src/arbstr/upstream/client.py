@@ -11,6 +11,7 @@ from arbstr.upstream.http1 import Http1Transport
 
 __all__ = [
     "ErrorKind",
+    "ResponseTooLarge",
     "TransportName",
     "Upstream",
     "body_headers",
@@ -38,8 +39,10 @@ class Upstream:
         read_timeout_s: float,
         max_connections: int = 512,
         transport: TransportName = "http1",
+        max_headers: int = 256,
+        max_head_bytes: int = 64 << 10,
     ) -> None:
-        self.transport = _transport(transport, max_connections)
+        self.transport = _transport(transport, max_connections, (max_headers, max_head_bytes))
         self.connect_timeout_s = connect_timeout_s
         self.client = httpx.AsyncClient(
             transport=self.transport,
@@ -84,10 +87,17 @@ class Upstream:
         return await self.transport.handle_async_request(request)
 
     @staticmethod
-    async def read(response: httpx.Response) -> bytes:
-        """The whole body (uncompressed: we ask for identity), connection released after."""
+    async def read(response: httpx.Response, limit: int = 32 << 20) -> bytes:
+        """The whole body (uncompressed: we ask for identity), connection released after; more
+        than `limit` bytes is `ResponseTooLarge` (nothing more is read or kept)."""
+        size = 0
+        parts: list[bytes] = []
         try:
-            parts = [part async for part in _raw(response)]
+            async for part in _raw(response):
+                size += len(part)
+                if size > limit:
+                    raise ResponseTooLarge(f"upstream answer is larger than {limit} bytes")
+                parts.append(part)
         finally:
             await response.aclose()
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -101,7 +111,13 @@ class Upstream:
         await self.client.aclose()
 
 
-def _transport(name: TransportName, max_connections: int) -> httpx.AsyncBaseTransport:
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """A whole upstream answer passed `max_response_bytes`: the attempt fails (and falls back)."""
+
+
+def _transport(
+    name: TransportName, max_connections: int, header_limits: tuple[int, int]
+) -> httpx.AsyncBaseTransport:
     """Our own HTTP/1.1 transport (ADR 0009), or the `httpx-aiohttp` one it replaced, kept as
     an operator's escape hatch (`[server] upstream_transport = "aiohttp"`)."""
     if name == "aiohttp":
@@ -113,7 +129,13 @@ def _transport(name: TransportName, max_connections: int) -> httpx.AsyncBaseTran
             keepalive_expiry=30.0,
         )
         return AiohttpTransport(limits=limits, trust_env=False)
-    return Http1Transport(max_connections=max_connections, keepalive_expiry=30.0)
+    max_headers, max_head_bytes = header_limits
+    return Http1Transport(
+        max_connections=max_connections,
+        keepalive_expiry=30.0,
+        max_headers=max_headers,
+        max_head_bytes=max_head_bytes,
+    )
 
 
 async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:

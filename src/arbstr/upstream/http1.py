@@ -13,150 +13,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from typing import cast
 
-import httptools
 import httpx
 
-__all__ = ["Http1Transport"]
+from arbstr.upstream._conn import HeadersTooLarge, _Conn
 
-_PAUSE_AT = 1 << 20  # unread body bytes before the socket stops being read
+__all__ = ["HeadersTooLarge", "Http1Transport"]
+
 _ONE_WRITE = 1 << 16  # bodies below this go out in the same write as the head
 _Origin = tuple[bytes, bytes, int]
-
-
-class _Conn(asyncio.Protocol):
-    """One connection; one request at a time and, with keep-alive, many in a row."""
-
-    def __init__(self, origin: _Origin) -> None:
-        self.origin = origin
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.lost = False
-        self.slot = True  # counts against the pool's connection limit until dropped
-        self.idle_since = 0.0
-        self.reset()
-
-    def reset(self) -> None:
-        """Ready for the next request on this connection."""
-        self.parser = httptools.HttpResponseParser(self)
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_done = False
-        self.keep_alive = False
-        self.until_close = False
-        self.complete = False
-        self.received = False
-        self.error: Exception | None = None
-        self.chunks: deque[bytes] = deque()
-        self.pending = 0
-        self.paused = False
-
-    # ---- asyncio.Protocol ---------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.received = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.fail(httpx.RemoteProtocolError(f"malformed HTTP response from upstream: {exc}"))
-            if self.transport is not None:
-                self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.head_done and self.until_close:
-            self.complete = True  # a body delimited by the end of the connection
-        elif not self.complete:
-            if self.head_done:
-                self.fail(httpx.RemoteProtocolError("upstream closed the connection mid-body"))
-            else:
-                self.fail(httpx.RemoteProtocolError("upstream disconnected without a response"))
-        self.wake()
-
-    # ---- httptools callbacks ------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        if 100 <= self.status < 200:  # an interim response: the real one follows
-            self.headers = []
-            return
-        self.head_done = True
-        # llhttp forgets this once the message is complete: read it while the head is fresh
-        self.keep_alive = self.parser.should_keep_alive()
-        if self.status not in (204, 304) and not any(
-            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers
-        ):
-            self.until_close = True
-        self.wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.pending += len(body)
-        if self.pending > _PAUSE_AT and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-        self.wake()
-
-    def on_message_complete(self) -> None:
-        if 100 <= self.status < 200:
-            return
-        self.complete = True
-        self.wake()
-
-    # ---- used by the transport ----------------------------------------------------------
-    def fail(self, exc: Exception) -> None:
-        if self.error is None:
-            self.error = exc
-        self.wake()
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self, timeout_s: float | None) -> None:
-        """Until something new arrives (head, body, end or error), at most `timeout_s`."""
-        self.waiter = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self.waiter
-        except TimeoutError:
-            raise httpx.ReadTimeout("upstream sent nothing within the read timeout") from None
-        finally:
-            self.waiter = None
-
-    def take(self) -> bytes:
-        """Everything received and not yet handed over, as one bytes object."""
-        data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.chunks.clear()
-        self.pending = 0
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
-        return data
-
-    @property
-    def reusable(self) -> bool:
-        return (
-            self.complete
-            and self.error is None
-            and not self.lost
-            and not self.until_close
-            and self.keep_alive
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
-
-    def close(self) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.close()
 
 
 class _Body(httpx.AsyncByteStream):
@@ -178,7 +44,7 @@ class _Body(httpx.AsyncByteStream):
                 elif conn.complete:
                     break
                 elif conn.error is not None:
-                    raise conn.error
+                    conn.raise_error()
                 else:
                     await conn.wait(self._read_s)
         finally:  # also on errors, timeouts and a consumer that stops early
@@ -202,8 +68,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
         max_connections: int = 512,
         keepalive_expiry: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_headers: int = 256,
+        max_head_bytes: int = 64 << 10,
     ) -> None:
         self.max_connections = max_connections
+        self.limits = (max_headers, max_head_bytes)
         self.keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
         self._idle: dict[_Origin, list[_Conn]] = {}
@@ -255,7 +124,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             conn.transport.write(body)
         while not conn.head_done:
             if conn.error is not None:
-                raise conn.error
+                conn.raise_error()
             await conn.wait(read_s)
 
     async def _acquire(
@@ -305,7 +174,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(connect_s):
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(origin),
+                    lambda: _Conn(origin, self.limits),
                     name,
                     port,
                     ssl=tls,

@@ -8,9 +8,11 @@ import msgspec
 
 from arbstr.schemas.usage import Usage, valid_usage
 
-__all__ = ["Action", "SseEvent", "SseSplitter", "StreamObserver"]
+__all__ = ["DEFAULT_MAX_EVENT", "Action", "SseEvent", "SseSplitter", "StreamObserver"]
 
-DEFAULT_MAX_LINE = 1 << 20
+# The largest event buffered (its lines included). Real chat events are a few hundred bytes; a
+# usage chunk or a big tool-call delta stays far below this. Past it the stream ends visibly.
+DEFAULT_MAX_EVENT = 4 << 20
 
 
 class SseEvent:
@@ -59,83 +61,102 @@ def _parse(block: bytes) -> SseEvent:
 
 
 class SseSplitter:
-    """Feed network chunks, get complete events; the concatenated `raw` always equals the input."""
+    """Feed network chunks, get complete events; the concatenated `raw` equals the input.
 
-    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE) -> None:
-        self.max_line_bytes = max_line_bytes
-        self._buf = b""
-        self._skipping = False  # inside an oversized event: pass bytes through unparsed
+    Linear in the bytes fed: each byte is scanned once for line ends, however the stream is cut
+    into reads (the scan resumes where it stopped; the next CR is searched once, not per line).
+    A pending event larger than `max_event_bytes` (which bounds its lines too) is not buffered
+    further: `oversized` is set, nothing more is returned, and the caller ends the stream.
+    """
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.oversized = False
+        self._buf = bytearray()
+        self._line = 0  # where the current, incomplete line of the pending event starts
+        self._cr = -1  # the next CR at or after `_line` (-1: none up to the buffer's end)
+        self._cr_checked = 0  # how far the CR search has looked
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        buf = self._buf + chunk if self._buf else chunk
-        events: list[SseEvent] = []
-        start = 0
-        n = len(buf)
-        while start < n:
-            end = self._boundary(buf, start)
-            if end < 0:
-                break
-            if self._skipping:
-                events.append(SseEvent(buf[start:end], complete=False))
-                self._skipping = False
-            else:
-                events.append(_parse(buf[start:end]))
-            start = end
-        rest = buf[start:]
-        if self._skipping and rest:
-            events.append(SseEvent(rest, complete=False))
-            rest = b""
-        elif len(rest) > self.max_line_bytes and self._longest_line(rest) > self.max_line_bytes:
-            events.append(SseEvent(rest, complete=False))
-            self._skipping = True
-            rest = b""
-        self._buf = rest
+        if self.oversized:
+            return []
+        self._buf += chunk
+        events = self._drain(final=False)
+        if len(self._buf) > self.max_event_bytes:
+            self.oversized = True
+            self._buf = bytearray()
         return events
 
     def flush(self) -> list[SseEvent]:
         """End of stream: complete events still buffered (a trailing CR ends a line now), then
         whatever is left, passed through as an incomplete event."""
-        rest, self._buf = self._buf, b""
-        events: list[SseEvent] = []
-        start = 0
-        while not self._skipping and start < len(rest):
-            end = self._boundary(rest, start, final=True)
-            if end < 0:
-                break
-            events.append(_parse(rest[start:end]))
-            start = end
-        self._skipping = False
-        if start < len(rest):
-            events.append(SseEvent(rest[start:], complete=False))
+        if self.oversized:
+            return []
+        events = self._drain(final=True)
+        if self._buf:
+            events.append(SseEvent(bytes(self._buf), complete=False))
+        self._buf = bytearray()
+        self._line = self._cr_checked = 0
+        self._cr = -1
         return events
 
-    @staticmethod
-    def _longest_line(buf: bytes) -> int:
-        last = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-        return len(buf) - last - 1
-
-    @staticmethod
-    def _boundary(buf: bytes, start: int, final: bool = False) -> int:
-        """Index just past the first blank line at or after `start`, or -1 (need more bytes)."""
-        first = buf[start : start + 1]
-        if first not in (b"\n", b"\r"):
-            i = buf.find(b"\n\n", start)
-            if i >= 0 and b"\r" not in buf[start : i + 2]:
-                return i + 2  # fast path: LF-only framing
-        n = len(buf)
-        pos = start
+    def _drain(self, final: bool) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        buf = self._buf
+        start = 0
         while True:
-            lf = buf.find(b"\n", pos)
-            cr = buf.find(b"\r", pos)
-            if lf < 0 and cr < 0:
-                return -1
-            if cr >= 0 and (lf < 0 or cr < lf):
-                if cr + 1 >= n and not final:
-                    return -1  # a CR at the end: wait to see whether an LF follows
-                eol, end = cr, cr + 2 if cr + 1 < n and buf[cr + 1] == 0x0A else cr + 1
+            end = self._boundary(buf, start, final)
+            if end < 0:
+                break
+            events.append(_parse(bytes(buf[start:end])))
+            start = end
+            self._line = end
+        if start:
+            del buf[:start]
+            self._line -= start
+            if self._cr >= start:
+                self._cr -= start
+                self._cr_checked -= start
+            elif self._cr >= 0:  # a CR already consumed: nothing is known past it
+                self._cr, self._cr_checked = -1, 0
             else:
-                eol, end = lf, lf + 1
-            if eol == pos:
+                self._cr_checked = max(0, self._cr_checked - start)
+        return events
+
+    def _next_cr(self, buf: bytearray, pos: int) -> int:
+        if self._cr >= pos:
+            return self._cr
+        if self._cr < 0 and self._cr_checked > pos:
+            pos = self._cr_checked  # nothing before this point: search only the new bytes
+        self._cr = buf.find(b"\r", pos)
+        self._cr_checked = len(buf)
+        return self._cr
+
+    def _boundary(self, buf: bytearray, start: int, final: bool) -> int:
+        """Index just past the blank line ending the event that starts at `start`, or -1 (need
+        more bytes); `self._line` is where the scan resumes, at a line start."""
+        n = len(buf)
+        pos = max(self._line, start)
+        while True:
+            cr = self._next_cr(buf, pos)
+            limit = cr if cr >= 0 else n
+            # [pos, limit) holds no CR: LF framing there, one search for a blank line
+            if pos < limit and buf[pos] == 0x0A:
+                return pos + 1  # an empty line at the line start
+            i = buf.find(b"\n\n", pos, limit)
+            if i >= 0:
+                return i + 2
+            last = buf.rfind(b"\n", pos, limit)
+            if last >= 0:
+                pos = last + 1  # the start of the last line before `limit`
+            if cr < 0:
+                self._line = pos
+                return -1
+            if cr + 1 >= n and not final:
+                self._line = pos
+                return -1  # a CR at the end: wait to see whether an LF follows
+            end = cr + 2 if cr + 1 < n and buf[cr + 1] == 0x0A else cr + 1
+            if cr == pos:
                 return end  # an empty line ends the event
             pos = end
 
