@@ -83,6 +83,11 @@ def create_app(
         sinks: list[RecordSink] = [recorder] if sink is None else [recorder, sink]
         gateway = Gateway(settings, upstream, MetricsSink(metrics, sinks), health_state)
         gateway.ready_checks["request_log"] = log_store.ping
+
+        async def recorder_ready() -> bool:
+            return recorder.ready
+
+        gateway.ready_checks["recorder"] = recorder_ready
         app.state.gateway = gateway
         sync: StateSync | None = None
         if settings.config.state.backend == "database":

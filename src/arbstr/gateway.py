@@ -227,11 +227,13 @@ class Gateway:
         except msgspec.ValidationError as exc:
             text = str(exc)
             param = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
-            if text.startswith("Expected `object`"):
+            if param is None and text.startswith("Expected `object`"):
                 raise InvalidJson("request body must be a JSON object") from None
             raise BadRequest(f"invalid request body: {text}", param=param) from None
         except msgspec.DecodeError as exc:
             raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # nesting deeper than the decoder will follow
+            raise InvalidJson("request body nests JSON too deeply") from None
 
     def _body_for(
         self, body: bytes, cache: dict[str, bytes], cand: Candidate, model: str | None, stream: bool

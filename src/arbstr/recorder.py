@@ -81,6 +81,7 @@ class Recorder:
         self.dropped = 0
         self.quarantined = 0
         self.healthy = True
+        self.spill_ok = True
 
     # ---- the request path ---------------------------------------------------------------
     def submit(self, record: RequestRecord) -> None:
@@ -109,9 +110,25 @@ class Recorder:
                 f.write(b"".join(_enc.encode(r) + b"\n" for r in records))
                 f.flush()
             self.spilled += len(records)
-        except OSError as exc:  # the last resort failed too: count it, say it loudly
+            if not self.spill_ok:
+                log.warning("spilling to %s works again", self.spill_path)
+            self.spill_ok = True
+        except OSError as exc:  # the last resort failed too: count it, say it once a burst
             self.dropped += len(records)
-            log.error("cannot spill %d records to %s: %s", len(records), self.spill_path, exc)
+            if self.spill_ok:
+                log.error(
+                    "cannot spill records to %s (%s): they are lost until it works again; "
+                    "arbstr_recorder_dropped counts them",
+                    self.spill_path,
+                    exc.strerror or exc,
+                )
+            self.spill_ok = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the last writes worked (store and spill file): readiness reports a recorder
+        that cannot write (a full disk), so a balancer sends traffic elsewhere."""
+        return self.spill_ok and self.healthy
 
     @property
     def quarantine_path(self) -> Path:
@@ -206,8 +223,11 @@ class Recorder:
             try:
                 if batch:
                     self.rows_written += await self._append(batch)
+                    batch = []  # written: a failing replay below must not queue it again
                 if spilled:
                     await self._replay()
+                if not self.healthy:
+                    log.warning("request log writes work again (%d failures)", self.write_errors)
                 self.healthy = True
                 delay = self.backoff_min
             except asyncio.CancelledError:
@@ -216,10 +236,9 @@ class Recorder:
             except Exception as exc:
                 self.queue.extendleft(reversed(batch))
                 self.write_errors += 1
+                if self.healthy:  # once a burst; the count is in arbstr_recorder_write_errors
+                    log.warning("request log writes fail (%s); retrying with backoff", exc)
                 self.healthy = False
-                log.warning(
-                    "request log write failed (%s); retrying in %.2fs", type(exc).__name__, delay
-                )
                 if self._closing:
                     return
                 await asyncio.sleep(delay)

@@ -13,8 +13,9 @@ import pytest
 import uvicorn
 
 from arbstr.app import create_app
-from arbstr.config import parse_settings
+from arbstr.config import LimitsConfig, parse_settings
 from arbstr.records import MemorySink, RequestRecord
+from arbstr.serving import LimitedHttpToolsProtocol, connection_cap
 from arbstr.sim import SimCluster, SimProfile, run_in_thread
 
 
@@ -58,12 +59,29 @@ class Stack:
         return self.sink.records[-1]
 
 
-class GatewayThread:
-    """uvicorn serving `create_app(settings)` on its own event loop in a daemon thread."""
+def limited_protocol(limits: LimitsConfig) -> type[LimitedHttpToolsProtocol]:
+    """The server protocol `arbstr serve` runs, with these `[limits]`."""
+    cap = connection_cap(limits, 20_000)
+    return type(
+        "TestProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "max_connections": cap}
+    )
 
-    def __init__(self, app: Any) -> None:
+
+class GatewayThread:
+    """uvicorn serving `create_app(settings)` on its own event loop in a daemon thread, through
+    the same client-limits protocol as `arbstr serve`."""
+
+    def __init__(self, app: Any, limits: LimitsConfig | None = None) -> None:
+        limits = limits or LimitsConfig()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", loop="asyncio"
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            loop="asyncio",
+            http=limited_protocol(limits),
+            timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -124,7 +142,7 @@ def stack() -> Iterator[StackFactory]:
         text = config_text(specs, sims.urls, head) + tail
         settings = parse_settings(text, source="test.toml", env={})
         sink = MemorySink()
-        gateway = GatewayThread(create_app(settings, sink=sink))
+        gateway = GatewayThread(create_app(settings, sink=sink), settings.config.limits)
         started.append((cm, gateway))
         url = gateway.start()
         return Stack(url=url, sims=sims, sink=sink, names=[s.name for s in specs])

@@ -71,7 +71,10 @@ def test_requests_are_recorded_and_queryable(stack: StackFactory, tmp_path: Path
     assert sum(p["counts"]["total"] for p in series["data"]) == 4
     errors = httpx.get(f"{s.url}/v1/requests", params={"success": "false"}).json()
     assert {r["error"]["status"] for r in errors["data"]} == {400}
-    assert httpx.get(f"{s.url}/health/ready").json()["checks"] == {"request_log": True}
+    assert httpx.get(f"{s.url}/health/ready").json()["checks"] == {
+        "request_log": True,
+        "recorder": True,
+    }
 
 
 @pytest.mark.parametrize(

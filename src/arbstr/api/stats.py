@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 MAX_MINUTE_SPAN_S = 2 * 86400
+MAX_PAGE = 1_000_000  # page x per_page stays far inside a 64-bit OFFSET
 RANGES = {"last_1h": 3600, "last_24h": 86400, "last_7d": 7 * 86400, "last_30d": 30 * 86400}
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
@@ -73,6 +74,8 @@ def _int(params: dict[str, str], name: str, default: int) -> int:
     value = params.get(name)
     if value is None:
         return default
+    if len(value) > 19:  # longer than any 64-bit integer: refused before parsing
+        raise BadRequest(f"'{name}' is too large", param=name)
     try:
         return int(value)
     except ValueError:
@@ -100,8 +103,8 @@ def parse_stats_query(params: dict[str, str], now: float | None = None) -> Stats
 def parse_list_query(params: dict[str, str], now: float | None = None) -> ListQuery:
     base = parse_stats_query(params, now)
     page = _int(params, "page", 1)
-    if page < 1:
-        raise BadRequest("'page' must be >= 1", param="page")
+    if not 1 <= page <= MAX_PAGE:
+        raise BadRequest(f"'page' must be between 1 and {MAX_PAGE}", param="page")
     per_page = min(100, max(1, _int(params, "per_page", 20)))
     return ListQuery(
         since=base.since, until=base.until, model=base.model, provider=base.provider,

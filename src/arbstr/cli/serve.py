@@ -16,7 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from arbstr.cli.config_cmds import ConfigOpt, err, load_or_exit, out
+from arbstr.config import LimitsConfig
 from arbstr.secrets import convention_var
+from arbstr.serving import connection_cap, raise_nofile_limit
 
 __all__ = ["Server", "demo", "run_server", "serve"]
 
@@ -79,11 +81,12 @@ def run_server(
     level: str = "info",
     grace_s: float = 10.0,
     on_ready: Callable[[], None] | None = None,
+    limits: LimitsConfig | None = None,
 ) -> None:
     """Serve `arbstr.app:app` (built from $ARBSTR_CONFIG in each worker); `on_ready` runs once
     the socket is bound (one uvicorn worker; otherwise just before serving)."""
     with _metrics_dir(workers):
-        _run_server(host, port, workers, server, level, grace_s, on_ready)
+        _run_server(host, port, workers, server, level, grace_s, on_ready, limits or LimitsConfig())
 
 
 def _run_server(
@@ -94,7 +97,13 @@ def _run_server(
     level: str,
     grace_s: float,
     on_ready: Callable[[], None] | None,
+    limits: LimitsConfig,
 ) -> None:
+    nofile = raise_nofile_limit()
+    cap = connection_cap(limits, nofile)
+    logging.getLogger("arbstr.serving").info(
+        "descriptor limit %d: at most %d client connections", nofile, cap
+    )
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -103,6 +112,7 @@ def _run_server(
     if server is Server.granian:
         from granian import Granian
         from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
 
         Granian(
             "arbstr.app:app",
@@ -113,6 +123,11 @@ def _run_server(
             loop=Loops.auto,
             log_access=False,
             log_level=level,  # type: ignore[arg-type]
+            backpressure=cap,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=int(limits.header_timeout_s * 1000),
+                max_buffer_size=limits.max_request_header_bytes,
+            ),
         ).serve()
         return
     import uvicorn
@@ -121,12 +136,16 @@ def _run_server(
         "host": host,
         "port": port,
         "loop": "auto",
-        "http": "auto",
         "access_log": False,
         "log_level": level,
         "lifespan": "on",
         "proxy_headers": False,  # nothing reads the client address; skip the per-request wrapper
         "timeout_graceful_shutdown": max(1, round(grace_s)),
+        # [limits]: header size and count, header deadline and connection cap (serving.py)
+        "http": "arbstr.serving:LimitedHttpToolsProtocol",
+        "timeout_keep_alive": limits.keepalive_timeout_s,
+        "limit_concurrency": cap,
+        "h11_max_incomplete_event_size": limits.max_request_header_bytes,
     }
     if workers > 1:
         uvicorn.run("arbstr.app:app", workers=workers, **options)
@@ -197,6 +216,7 @@ def serve(
         server,
         settings.config.logging.level,
         settings.config.server.shutdown_grace_s,
+        limits=settings.config.limits,
     )
 
 

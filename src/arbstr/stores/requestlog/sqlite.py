@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sqlite3
 import uuid
@@ -27,6 +29,7 @@ __all__ = ["SqliteRequestLog"]
 
 
 _SLICE = 32  # rows per executemany: about 0.4 ms of writer CPU (index upkeep) at a time
+log = logging.getLogger("arbstr.stores.sqlite")
 _BEHIND = 400  # requests in a batch that mean the writer is behind: write at full speed
 _yield_core = getattr(os, "sched_yield", lambda: None)  # not on Windows
 
@@ -72,6 +75,9 @@ class SqliteRequestLog(SqlRequestLog):
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._keepalive: sqlite3.Connection | None = None
+        self._inode: tuple[int, int] | None = None
+        self._reopened = False
+        self._reader_stale = False
         if self.uri:
             self._keepalive = self._connect()
 
@@ -90,9 +96,34 @@ class SqliteRequestLog(SqlRequestLog):
 
     # ---- writer thread ------------------------------------------------------------------
     def _w(self) -> sqlite3.Connection:
+        if self._wconn is not None and not self.uri and not self._same_file():
+            # the file was removed or replaced under us (its directory deleted, say): writes
+            # would vanish into an unlinked inode with nothing counted as lost
+            log.error("request log %s was removed or replaced; reopening it", self.target)
+            with contextlib.suppress(sqlite3.Error):
+                self._wconn.close()
+            self._wconn = None
+            self._reopened = True
         if self._wconn is None:
+            if not self.uri:
+                Path(self.target).parent.mkdir(parents=True, exist_ok=True)
             self._wconn = self._connect()
+            self._inode = self._file_id()
+            if self._reopened:
+                self._reopened = False
+                self._reader_stale = True
+                self._migrate()  # a new file needs its tables
         return self._wconn
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.target)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _same_file(self) -> bool:
+        return self._inode is not None and self._file_id() == self._inode
 
     def _migrate(self) -> MigrationStatus:
         db = sqlite_utils.Database(self._w())
@@ -148,11 +179,20 @@ class SqliteRequestLog(SqlRequestLog):
             conn.executemany(UPSERT_ROLLUP, self.rollups(records))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk): only roll back what is
+            # still open, and never let the rollback hide the error that caused it
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
 
     # ---- reader thread ------------------------------------------------------------------
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self._reader_stale and self._rconn is not None:
+            self._reader_stale = False
+            with contextlib.suppress(sqlite3.Error):
+                self._rconn.close()
+            self._rconn = None
         if self._rconn is None:
             self._rconn = self._connect()
         return self._rconn.execute(sql, list(params)).fetchall()

@@ -1,0 +1,163 @@
+"""Client-side limits of the HTTP server: header size and count, a header-read deadline
+(slowloris), idle keep-alive, and a cap on connections below the descriptor limit.
+
+uvicorn's httptools protocol caps none of these itself (300 MB of headers were accepted, idle
+connections stayed open for minutes, and descriptor exhaustion reset every new client), so
+`arbstr serve` runs it through `LimitedHttpToolsProtocol`. `uvicorn arbstr.app:app` gets the
+same with `--http arbstr.serving:LimitedHttpToolsProtocol`; granian enforces its own header
+timeout and buffer size (see the README's limits table). The body deadline is the app's
+(`api/asgi.py`), so it holds under every host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from arbstr.config import LimitsConfig
+
+__all__ = ["LimitedHttpToolsProtocol", "connection_cap", "raise_nofile_limit"]
+
+log = logging.getLogger("arbstr.serving")
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft descriptor limit to the hard one; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # pragma: no cover (a platform that refuses)
+            pass
+    return soft
+
+
+def connection_cap(limits: LimitsConfig, nofile: int, upstream_pool: int = 512) -> int:
+    """Client connections to accept at once: the configured cap, else what the descriptor limit
+    leaves after the upstream pool and the process's own files."""
+    if limits.max_connections:
+        return limits.max_connections
+    return max(16, nofile - upstream_pool - 64)
+
+
+def _limits() -> LimitsConfig:
+    """The `[limits]` of the config the app is built from ($ARBSTR_CONFIG), else defaults."""
+    from arbstr.config import ConfigError, load_settings
+
+    try:
+        return load_settings(need_keys=False).config.limits
+    except ConfigError:
+        return LimitsConfig()
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with arbstr's `[limits]` on what a client controls."""
+
+    limits: LimitsConfig | None = None  # resolved once per process
+    max_connections: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cls = type(self)
+        if cls.limits is None:
+            cls.limits = _limits()
+        if cls.max_connections is None:
+            cls.max_connections = connection_cap(cls.limits, raise_nofile_limit())
+        self._lim = cls.limits
+        self._reading_head = True
+        self._head_bytes = 0
+        self._head_count = 0
+        self._refusal: int | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        cap = type(self).max_connections or 0
+        if cap and len(self.connections) > cap:
+            # past the cap a connection is closed before it costs more than its descriptor
+            transport.close()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._lim.header_timeout_s, self._head_late)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._reading_head and not self.transport.is_closing():
+            if self._head_bytes:
+                self._refuse(408, "request headers did not arrive in time")
+            else:
+                self.transport.close()  # an idle connection that never sent a request
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._lim.max_request_header_bytes:
+                end = data.find(b"\r\n\r\n")
+                within = self._head_bytes - len(data) + end + 4
+                if end < 0 or within > self._lim.max_request_header_bytes:
+                    limit = self._lim.max_request_header_bytes
+                    self._refuse(431, f"request headers are larger than {limit} bytes")
+                    return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head = True
+        self._head_count = 0
+        self._arm()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_count += 1
+        if self._head_count > self._lim.max_request_headers:
+            self._refusal = 431
+            raise ValueError("too many headers")  # stops the parser; answered below
+        super().on_header(name, value)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._reading_head = True  # the next request's head is counted from its first byte
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal == 431:
+            self._refuse(431, f"more than {self._lim.max_request_headers} request headers")
+            return
+        super().send_400_response(msg)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer in the OpenAI error shape and close: the rest of the request is not read."""
+        from arbstr.errors import error_body
+
+        code = "request_timeout" if status == 408 else "request_header_fields_too_large"
+        body = error_body(message, "invalid_request_error", code)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body)) + body
+        )
+        self.transport.close()
+        self._reading_head = False
