@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -73,9 +74,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lim = cls.limits
         self._reading_head = True
         self._head_bytes = 0
-        self._head_count = 0
+        self._head_since = 0.0  # loop time the current head started (0: nothing read yet)
         self._refusal: int | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -84,31 +84,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # past the cap a connection is closed before it costs more than its descriptor
             transport.close()
             return
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self._lim.header_timeout_s, self._head_late)
-
-    def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if self._reading_head and not self.transport.is_closing():
-            if self._head_bytes:
-                self._refuse(408, "request headers did not arrive in time")
-            else:
-                self.transport.close()  # an idle connection that never sent a request
+        self._head_since = self.loop.time()
+        _Sweeper.watch(self)
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
+            if not self._head_bytes:
+                self._head_since = self.loop.time()
             self._head_bytes += len(data)
             if self._head_bytes > self._lim.max_request_header_bytes:
                 end = data.find(b"\r\n\r\n")
@@ -119,29 +101,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     return
         super().data_received(data)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reading_head = True
-        self._head_count = 0
-        self._arm()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_count += 1
-        if self._head_count > self._lim.max_request_headers:
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        if len(self.headers) > self._lim.max_request_headers:
+            # the byte cap bounds their memory already; the count is checked once, here
             self._refusal = 431
             raise ValueError("too many headers")  # stops the parser; answered below
-        super().on_header(name, value)
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._reading_head = True  # the next request's head is counted from its first byte
         self._head_bytes = 0
+        self._head_since = self.loop.time()
 
-    def on_headers_complete(self) -> None:
-        self._reading_head = False
-        self._head_bytes = 0
-        self._disarm()
-        super().on_headers_complete()
+    def head_overdue(self, now: float) -> None:
+        """Called by the sweep: a head slower than `header_timeout_s` ends the connection."""
+        if not self._reading_head or self.transport.is_closing():
+            return
+        if now - self._head_since < self._lim.header_timeout_s:
+            return
+        if self._head_bytes:
+            self._refuse(408, "request headers did not arrive in time")
+        elif self.cycle is None:
+            self.transport.close()  # a connection that never sent a request
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal == 431:
@@ -161,3 +145,37 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
         self._reading_head = False
+
+
+class _Sweeper:
+    """One timer per event loop, every 0.25 s, instead of a timer armed and cancelled on every
+    request: the connections still reading a head are checked against `header_timeout_s`."""
+
+    loops: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connections: weakref.WeakSet[LimitedHttpToolsProtocol] = weakref.WeakSet()
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def watch(cls, conn: LimitedHttpToolsProtocol) -> None:
+        sweeper = cls.loops.get(conn.loop)
+        if sweeper is None:
+            sweeper = cls.loops[conn.loop] = cls(conn.loop)
+        sweeper.connections.add(conn)
+        if sweeper.handle is None:
+            sweeper.handle = conn.loop.call_later(0.25, sweeper.sweep)
+
+    def sweep(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.transport.is_closing():
+                self.connections.discard(conn)
+            else:
+                conn.head_overdue(now)
+        if self.connections and not self.loop.is_closed():
+            self.handle = self.loop.call_later(0.25, self.sweep)

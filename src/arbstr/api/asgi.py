@@ -37,18 +37,25 @@ async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float
     declared = int(declared_raw) if declared_raw is not None and declared_raw.isdigit() else None
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    try:
-        async with asyncio.timeout(timeout_s):
-            body = await _read_all(receive, limit)
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+    message: Any = await receive()  # usually the whole body: no timer for the common case
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+    else:
+        try:
+            async with asyncio.timeout(timeout_s):
+                body = await _read_all(message, receive, limit)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout_s:g} s"
+            ) from None
     if declared is not None and len(body) != declared:
         raise ClientAborted(f"the client sent {len(body)} of the {declared} bytes it declared")
     return body
 
 
-async def _read_all(receive: Receive, limit: int) -> bytes:
-    message: Any = await receive()
+async def _read_all(message: Any, receive: Receive, limit: int) -> bytes:
     if message["type"] == "http.disconnect":
         raise ClientAborted("the client disconnected before sending its body")
     body: bytes = message.get("body", b"")

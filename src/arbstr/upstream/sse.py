@@ -80,8 +80,13 @@ class SseSplitter:
     def feed(self, chunk: bytes) -> list[SseEvent]:
         if self.oversized:
             return []
-        self._buf += chunk
-        events = self._drain(final=False)
+        if self._buf:
+            self._buf += chunk
+            events = self._drain(self._buf, final=False)
+        else:
+            # nothing pending (the common case: whole events per read): scan the chunk itself,
+            # no copy into the buffer, and keep only what is left of it
+            events = self._drain(chunk, final=False)
         if len(self._buf) > self.max_event_bytes:
             self.oversized = True
             self._buf = bytearray()
@@ -92,7 +97,7 @@ class SseSplitter:
         whatever is left, passed through as an incomplete event."""
         if self.oversized:
             return []
-        events = self._drain(final=True)
+        events = self._drain(self._buf, final=True)
         if self._buf:
             events.append(SseEvent(bytes(self._buf), complete=False))
         self._buf = bytearray()
@@ -100,30 +105,47 @@ class SseSplitter:
         self._cr = -1
         return events
 
-    def _drain(self, final: bool) -> list[SseEvent]:
+    def _drain(self, buf: bytes | bytearray, final: bool) -> list[SseEvent]:
+        """Complete events at the front of `buf` (the pending buffer, or a fresh chunk when
+        nothing was pending); what remains becomes the pending buffer."""
         events: list[SseEvent] = []
-        buf = self._buf
         start = 0
+        pending = buf is self._buf
         while True:
             end = self._boundary(buf, start, final)
             if end < 0:
                 break
-            events.append(_parse(bytes(buf[start:end])))
+            if pending:
+                with memoryview(buf) as view:  # one copy per event, released before `del`
+                    raw = bytes(view[start:end])
+            else:
+                raw = buf[start:end]  # type: ignore[assignment]
+            events.append(_parse(raw))
             start = end
             self._line = end
-        if start:
-            del buf[:start]
-            self._line -= start
-            if self._cr >= start:
-                self._cr -= start
-                self._cr_checked -= start
-            elif self._cr >= 0:  # a CR already consumed: nothing is known past it
-                self._cr, self._cr_checked = -1, 0
+        if not pending:
+            if start < len(buf):
+                self._buf = bytearray(buf[start:])
+                self._shift(start)
             else:
-                self._cr_checked = max(0, self._cr_checked - start)
+                self._line, self._cr, self._cr_checked = 0, -1, 0
+        elif start:
+            del self._buf[:start]
+            self._shift(start)
         return events
 
-    def _next_cr(self, buf: bytearray, pos: int) -> int:
+    def _shift(self, start: int) -> None:
+        """Scan positions after the first `start` bytes were consumed."""
+        self._line -= start
+        if self._cr >= start:
+            self._cr -= start
+            self._cr_checked -= start
+        elif self._cr >= 0:  # a CR already consumed: nothing is known past it
+            self._cr, self._cr_checked = -1, 0
+        else:
+            self._cr_checked = max(0, self._cr_checked - start)
+
+    def _next_cr(self, buf: bytes | bytearray, pos: int) -> int:
         if self._cr >= pos:
             return self._cr
         if self._cr < 0 and self._cr_checked > pos:
@@ -132,7 +154,7 @@ class SseSplitter:
         self._cr_checked = len(buf)
         return self._cr
 
-    def _boundary(self, buf: bytearray, start: int, final: bool) -> int:
+    def _boundary(self, buf: bytes | bytearray, start: int, final: bool) -> int:
         """Index just past the blank line ending the event that starts at `start`, or -1 (need
         more bytes); `self._line` is where the scan resumes, at a line start."""
         n = len(buf)
