@@ -13,12 +13,12 @@ import httpx
 
 from arbstr.config import Provider, ReliabilityConfig
 from arbstr.errors import ArbstrError, UpstreamTimeout
-from arbstr.records import AttemptRow
+from arbstr.recording.record import AttemptRow
 from arbstr.reliability.circuit import Admission, BreakerRegistry, State
 from arbstr.reliability.cooldown import Cooldown, CooldownTracker, Key, ManualLimiter
 from arbstr.reliability.ratelimit_headers import parse_quota
 from arbstr.reliability.retry import (
-    Action,
+    Outcome,
     RetryHeader,
     backoff,
     classify,
@@ -33,7 +33,7 @@ from arbstr.upstream.http1 import HeadersTooLarge
 
 __all__ = ["AttemptResult", "Health", "LoopFailed", "Send", "T", "run_attempts"]
 
-log = logging.getLogger("arbstr.gateway")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -222,7 +222,7 @@ async def run_attempts(
             elapsed = time.monotonic() - t0
             upstream_s += elapsed
             outcome = classify(status, kind)
-            if outcome is Action.SUCCESS or outcome is Action.RETURN_TO_CLIENT:
+            if outcome is Outcome.SUCCESS or outcome is Outcome.RETURN_TO_CLIENT:
                 assert response is not None
                 if breaker.failure_count or breaker.state is not State.CLOSED:
                     breaker.record_success()
@@ -243,7 +243,7 @@ async def run_attempts(
                     upstream_s,
                     rows,
                     retries,
-                    outcome is Action.SUCCESS,
+                    outcome is Outcome.SUCCESS,
                 )
             error = _describe(status, kind, failure)
             failure = None  # its traceback holds this frame: no cycle through the loop
@@ -265,18 +265,18 @@ async def run_attempts(
             elif admission is Admission.PROBE:
                 breaker.record_success()
                 health.dirty_circuits.add(prov.name)
-            if outcome is Action.NEXT_COOLDOWN and response is not None:
+            if outcome is Outcome.NEXT_COOLDOWN and response is not None:
                 found = rate_limit_headers(response) or {}
                 seconds, reason = cooldown_for(status or 429, found, cfg, now_wall())
                 key = (prov.name, None if status == 402 else model)
                 health.cooldowns.set(key, seconds, reason)
                 health.dirty_cooldowns.add(key)
-            elif outcome is Action.NEXT_KEY_PROBLEM:
+            elif outcome is Outcome.NEXT_KEY_PROBLEM:
                 log.error(
                     "provider %s rejected its API key (HTTP %s): check its key", prov.name, status
                 )
             if (
-                outcome is Action.RETRY_SAME
+                outcome is Outcome.RETRY_SAME
                 and tries < cfg.max_retries
                 and admission is not Admission.PROBE
                 and breaker.try_acquire() is not Admission.REJECTED

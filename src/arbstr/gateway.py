@@ -14,7 +14,7 @@ import msgspec
 from arbstr.attempts import AttemptResult, Health, LoopFailed, Send, T, run_attempts
 from arbstr.config import Settings
 from arbstr.errors import ArbstrError, BadRequest, InvalidJson
-from arbstr.records import AttemptRow, RecordSink, RequestRecord
+from arbstr.recording.record import AttemptRow, RecordSink, RequestRecord
 from arbstr.reliability.retry import RetryHeader
 from arbstr.routing import RoutePlan, Router
 from arbstr.routing.cost import (
@@ -34,7 +34,7 @@ from arbstr.upstream.client import Upstream, body_headers
 
 __all__ = ["Gateway", "GatewayResponse", "RequestMeta"]
 
-log = logging.getLogger("arbstr.gateway")
+log = logging.getLogger(__name__)
 
 Header = tuple[bytes, bytes]
 _JSON: Header = (b"content-type", b"application/json")

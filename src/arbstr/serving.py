@@ -23,7 +23,7 @@ from arbstr.config import LimitsConfig
 
 __all__ = ["LimitedHttpToolsProtocol", "connection_cap", "raise_nofile_limit"]
 
-log = logging.getLogger("arbstr.serving")
+log = logging.getLogger(__name__)
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 

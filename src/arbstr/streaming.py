@@ -15,11 +15,11 @@ from arbstr.attempts import AttemptResult
 from arbstr.routing.cost import actual_cost, provider_reported_cost, savings
 from arbstr.upstream.client import Upstream, error_kind
 from arbstr.upstream.client import body_headers as _body_headers
-from arbstr.upstream.sse import Action, SseSplitter, StreamObserver
+from arbstr.upstream.sse import EventAction, SseSplitter, StreamObserver
 
 if TYPE_CHECKING:
     from arbstr.gateway import Gateway, GatewayResponse, RequestMeta
-    from arbstr.records import RequestRecord
+    from arbstr.recording.record import RequestRecord
     from arbstr.routing import RoutePlan
     from arbstr.routing.resolve import Candidate
     from arbstr.schemas.chat import ChatView
@@ -148,9 +148,9 @@ async def _relay(
             done = False
             for event in splitter.feed(chunk):
                 action = observer.observe(event)
-                if action is Action.FORWARD:
+                if action is EventAction.FORWARD:
                     out.append(event.raw)
-                elif action is Action.DONE:
+                elif action is EventAction.DONE:
                     # the upstream's own `[DONE]` goes through: SDKs stop reading there, so
                     # they never see the trailer below (raw SSE readers still do)
                     out.append(event.raw)

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from arbstr.records import RecordSink, RequestRecord
+from arbstr.recording.record import RecordSink, RequestRecord
 
 __all__ = ["Metrics", "MetricsSink"]
 
@@ -22,7 +22,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 _CIRCUIT = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _LEVELS = {"queue_depth"}  # recorder figures that are levels; the others are running totals
-log = logging.getLogger("arbstr.telemetry")
+log = logging.getLogger(__name__)
 
 
 def multiprocess_dir() -> str | None:

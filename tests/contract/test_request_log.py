@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
-from arbstr.records import AttemptRow, RequestRecord
+from arbstr.recording.record import AttemptRow, RequestRecord
 from arbstr.stores.requestlog import PostgresRequestLog, RequestLog, SqliteRequestLog
 from arbstr.stores.requestlog.base import ListQuery, StatsQuery
 from tests.pg import PG_BASE, drop_schema, new_schema, require_pg

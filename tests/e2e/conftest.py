@@ -14,7 +14,7 @@ import uvicorn
 
 from arbstr.app import create_app
 from arbstr.config import LimitsConfig, parse_settings
-from arbstr.records import MemorySink, RequestRecord
+from arbstr.recording.record import MemorySink, RequestRecord
 from arbstr.serving import LimitedHttpToolsProtocol, connection_cap
 from arbstr.sim import SimCluster, SimProfile, run_in_thread
 

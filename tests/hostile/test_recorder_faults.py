@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from arbstr.recorder import Recorder
-from arbstr.records import RequestRecord
+from arbstr.recording.record import RequestRecord
+from arbstr.recording.writer import Recorder
 from arbstr.stores.requestlog import SqliteRequestLog
 
 pytestmark = pytest.mark.hostile

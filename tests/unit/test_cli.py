@@ -137,7 +137,7 @@ def test_db_stats_and_requests_commands(tmp_path: Path) -> None:
     import asyncio
     import time
 
-    from arbstr.records import RequestRecord
+    from arbstr.recording.record import RequestRecord
     from arbstr.stores.requestlog import SqliteRequestLog
 
     db = tmp_path / "arbstr.db"
@@ -213,7 +213,7 @@ def test_request_table_keeps_ids_and_numbers_whole(tmp_path: Path) -> None:
     import time
 
     from arbstr.ids import new_request_id
-    from arbstr.records import RequestRecord
+    from arbstr.recording.record import RequestRecord
     from arbstr.stores.requestlog import SqliteRequestLog
 
     db = tmp_path / "arbstr.db"

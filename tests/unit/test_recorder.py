@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from arbstr.recorder import Recorder
-from arbstr.records import RequestRecord
+from arbstr.recording.record import RequestRecord
+from arbstr.recording.writer import Recorder
 from arbstr.stores.requestlog import PostgresRequestLog, SqliteRequestLog
 from tests.pg import PG_BASE, drop_schema, new_schema, require_pg
 

@@ -8,7 +8,7 @@ import pytest
 
 from arbstr.config import RateLimits, ReliabilityConfig
 from arbstr.errors import AllCircuitsOpen, AllProvidersFailed, AllRateLimited
-from arbstr.records import AttemptRow
+from arbstr.recording.record import AttemptRow
 from arbstr.reliability.circuit import Admission, BreakerRegistry, CircuitBreaker, State
 from arbstr.reliability.cooldown import CooldownTracker, ManualLimiter
 from arbstr.reliability.ratelimit_headers import (
@@ -18,7 +18,7 @@ from arbstr.reliability.ratelimit_headers import (
     parse_retry_after,
 )
 from arbstr.reliability.retry import (
-    Action,
+    Outcome,
     RetryHeader,
     backoff,
     classify,
@@ -100,28 +100,28 @@ def test_registry_snapshot_and_remote_state() -> None:
 @pytest.mark.parametrize(
     ("status", "kind", "action"),
     [
-        (200, None, Action.SUCCESS),
-        (None, "connect", Action.RETRY_SAME),
-        (None, "timeout", Action.RETRY_SAME),
-        (None, "read", Action.NEXT),
-        (500, None, Action.RETRY_SAME),
-        (502, None, Action.RETRY_SAME),
-        (503, None, Action.RETRY_SAME),
-        (504, None, Action.RETRY_SAME),
-        (501, None, Action.NEXT),
-        (429, None, Action.NEXT_COOLDOWN),
-        (402, None, Action.NEXT_COOLDOWN),
-        (401, None, Action.NEXT_KEY_PROBLEM),
-        (403, None, Action.NEXT_KEY_PROBLEM),
-        (400, None, Action.RETURN_TO_CLIENT),
-        (404, None, Action.RETURN_TO_CLIENT),
-        (413, None, Action.RETURN_TO_CLIENT),
-        (422, None, Action.RETURN_TO_CLIENT),
+        (200, None, Outcome.SUCCESS),
+        (None, "connect", Outcome.RETRY_SAME),
+        (None, "timeout", Outcome.RETRY_SAME),
+        (None, "read", Outcome.NEXT),
+        (500, None, Outcome.RETRY_SAME),
+        (502, None, Outcome.RETRY_SAME),
+        (503, None, Outcome.RETRY_SAME),
+        (504, None, Outcome.RETRY_SAME),
+        (501, None, Outcome.NEXT),
+        (429, None, Outcome.NEXT_COOLDOWN),
+        (402, None, Outcome.NEXT_COOLDOWN),
+        (401, None, Outcome.NEXT_KEY_PROBLEM),
+        (403, None, Outcome.NEXT_KEY_PROBLEM),
+        (400, None, Outcome.RETURN_TO_CLIENT),
+        (404, None, Outcome.RETURN_TO_CLIENT),
+        (413, None, Outcome.RETURN_TO_CLIENT),
+        (422, None, Outcome.RETURN_TO_CLIENT),
     ],
 )
-def test_classify(status: int | None, kind: str | None, action: Action) -> None:
+def test_classify(status: int | None, kind: str | None, action: Outcome) -> None:
     assert classify(status, kind) is action
-    assert counts_against_circuit(action, status) == (action in (Action.RETRY_SAME, Action.NEXT))
+    assert counts_against_circuit(action, status) == (action in (Outcome.RETRY_SAME, Outcome.NEXT))
 
 
 def test_backoff_and_deadline() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arbstr.upstream.sse import Action, SseEvent, SseSplitter, StreamObserver
+from arbstr.upstream.sse import EventAction, SseEvent, SseSplitter, StreamObserver
 
 
 def split(chunks: list[bytes], **kw: int) -> list[SseEvent]:
@@ -69,7 +69,7 @@ def test_usage_event_over_a_mebibyte_is_still_parsed() -> None:
     events = split([big[i : i + 65536] for i in range(0, len(big), 65536)])
     assert len(events) == 1 and events[0].complete
     hide = StreamObserver(forward_usage_chunk=False)
-    assert hide.observe(events[0]) is Action.DROP
+    assert hide.observe(events[0]) is EventAction.DROP
     assert hide.usage is not None and hide.usage.completion_tokens == 2
 
 
@@ -80,16 +80,24 @@ def test_observer_usage_done_drop_and_errors() -> None:
     content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
     events = split([content, usage_chunk, b"data: [DONE]\n\n"])
     keep = StreamObserver(forward_usage_chunk=True)
-    assert [keep.observe(e) for e in events] == [Action.FORWARD, Action.FORWARD, Action.DONE]
+    assert [keep.observe(e) for e in events] == [
+        EventAction.FORWARD,
+        EventAction.FORWARD,
+        EventAction.DONE,
+    ]
     hide = StreamObserver(forward_usage_chunk=False)
-    assert [hide.observe(e) for e in events] == [Action.FORWARD, Action.DROP, Action.DONE]
+    assert [hide.observe(e) for e in events] == [
+        EventAction.FORWARD,
+        EventAction.DROP,
+        EventAction.DONE,
+    ]
     assert hide.usage is not None
     assert (hide.usage.prompt_tokens, hide.usage.completion_tokens) == (3, 4)
     assert hide.done_seen
     assert not hide.garbage
 
     bad = StreamObserver()
-    assert bad.observe(split([b"data: {not json\n\n"])[0]) is Action.DROP
+    assert bad.observe(split([b"data: {not json\n\n"])[0]) is EventAction.DROP
     assert bad.garbage
     err = StreamObserver()
     err.observe(split([b'data: {"error":{"message":"overloaded","code":"x"}}\n\n'])[0])

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["new_request_id", "read_body", "send_error", "send_response"]
 
-log = logging.getLogger("arbstr.api.asgi")
+log = logging.getLogger(__name__)
 _JSON = (b"content-type", b"application/json")
 
 

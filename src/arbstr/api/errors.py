@@ -12,7 +12,7 @@ from arbstr.errors import ArbstrError, error_body
 
 __all__ = ["exception_handlers"]
 
-log = logging.getLogger("arbstr.api")
+log = logging.getLogger(__name__)
 
 _CODES = {
     400: ("invalid_request_error", "bad_request"),

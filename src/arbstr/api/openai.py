@@ -25,7 +25,7 @@ __all__ = [
     "list_providers",
 ]
 
-log = logging.getLogger("arbstr.api")
+log = logging.getLogger(__name__)
 
 _POLICY = b"x-arbstr-policy"
 PROXY_ROUTES = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 
 from arbstr.config import ReliabilityConfig
 from arbstr.errors import AllCircuitsOpen, AllProvidersFailed, AllRateLimited, ArbstrError
-from arbstr.records import AttemptRow
+from arbstr.recording.record import AttemptRow
 from arbstr.reliability.cooldown import CooldownTracker
 from arbstr.reliability.ratelimit_headers import parse_duration, parse_retry_after
 
 __all__ = [
-    "Action",
+    "Outcome",
     "RetryHeader",
     "backoff",
     "classify",
@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-class Action(enum.Enum):
+class Outcome(enum.Enum):
     SUCCESS = "success"
     RETRY_SAME = "retry_same"  # connect error, timeout, 500 502 503 504
     NEXT_COOLDOWN = "next_cooldown"  # 429, 402
@@ -34,25 +34,25 @@ class Action(enum.Enum):
 _RETRYABLE = frozenset({500, 502, 503, 504})
 
 
-def classify(status: int | None, error_kind: str | None) -> Action:
+def classify(status: int | None, error_kind: str | None) -> Outcome:
     if status is None:
-        return Action.RETRY_SAME if error_kind in ("connect", "timeout") else Action.NEXT
+        return Outcome.RETRY_SAME if error_kind in ("connect", "timeout") else Outcome.NEXT
     if status < 400:
-        return Action.SUCCESS
+        return Outcome.SUCCESS
     if status in _RETRYABLE:
-        return Action.RETRY_SAME
+        return Outcome.RETRY_SAME
     if status in (429, 402):
-        return Action.NEXT_COOLDOWN
+        return Outcome.NEXT_COOLDOWN
     if status in (401, 403):
-        return Action.NEXT_KEY_PROBLEM
+        return Outcome.NEXT_KEY_PROBLEM
     if status < 500:
-        return Action.RETURN_TO_CLIENT
-    return Action.NEXT
+        return Outcome.RETURN_TO_CLIENT
+    return Outcome.NEXT
 
 
-def counts_against_circuit(action: Action, status: int | None) -> bool:
+def counts_against_circuit(action: Outcome, status: int | None) -> bool:
     """5xx, timeouts, connect and read errors count; 4xx (429 and key problems too) never."""
-    return action in (Action.RETRY_SAME, Action.NEXT)
+    return action in (Outcome.RETRY_SAME, Outcome.NEXT)
 
 
 def backoff(

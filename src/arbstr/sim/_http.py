@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 __all__ = ["JSON", "SSE", "Connection", "Handler", "Request", "frame"]
 
-log = logging.getLogger("arbstr.sim")
+log = logging.getLogger(__name__)
 
 JSON = b"application/json"
 SSE = b"text/event-stream"

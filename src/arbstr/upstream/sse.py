@@ -8,7 +8,7 @@ import msgspec
 
 from arbstr.schemas.usage import Usage, valid_usage
 
-__all__ = ["DEFAULT_MAX_EVENT", "Action", "SseEvent", "SseSplitter", "StreamObserver"]
+__all__ = ["DEFAULT_MAX_EVENT", "EventAction", "SseEvent", "SseSplitter", "StreamObserver"]
 
 # The largest event buffered (its lines included). Real chat events are a few hundred bytes; a
 # usage chunk or a big tool-call delta stays far below this. Past it the stream ends visibly.
@@ -183,7 +183,7 @@ class SseSplitter:
             pos = end
 
 
-class Action(enum.Enum):
+class EventAction(enum.Enum):
     FORWARD = "forward"
     DROP = "drop"
     DONE = "done"
@@ -222,30 +222,30 @@ class StreamObserver:
         self.garbage = False
         self.events = 0
 
-    def observe(self, ev: SseEvent) -> Action:
+    def observe(self, ev: SseEvent) -> EventAction:
         self.events += 1
         data = ev.data
         if data is None:
-            return Action.FORWARD
+            return EventAction.FORWARD
         if data == b"[DONE]":
             self.done_seen = True
-            return Action.DONE
+            return EventAction.DONE
         if not data.startswith(b"{") or not data.endswith(b"}"):
             self.garbage = True
-            return Action.DROP  # never hand a client something its SDK cannot parse
+            return EventAction.DROP  # never hand a client something its SDK cannot parse
         if b'"usage"' not in data and b'"error"' not in data:
-            return Action.FORWARD
+            return EventAction.FORWARD
         try:
             view = _chunk.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.garbage = True
-            return Action.DROP
+            return EventAction.DROP
         if view.error is not None:
             err = view.error
             self.upstream_error = err if isinstance(err, str) else (err.message or "upstream error")
-            return Action.FORWARD
+            return EventAction.FORWARD
         if view.usage is not None:
             self.usage = valid_usage(view.usage)
             if not view.choices and not self.forward_usage_chunk:
-                return Action.DROP
-        return Action.FORWARD
+                return EventAction.DROP
+        return EventAction.FORWARD

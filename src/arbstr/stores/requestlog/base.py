@@ -7,7 +7,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from arbstr.records import AttemptRow, RequestRecord
+from arbstr.recording.record import AttemptRow, RequestRecord
 
 __all__ = [
     "CostDetail",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from arbstr.records import RequestRecord
+from arbstr.recording.record import RequestRecord
 from arbstr.stores.pg import DDL_LOCK, create_schema
 from arbstr.stores.requestlog.base import MigrationStatus
 from arbstr.stores.requestlog.schema import MIGRATIONS

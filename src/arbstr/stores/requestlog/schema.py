@@ -6,7 +6,7 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from arbstr.records import RequestRecord
+from arbstr.recording.record import RequestRecord
 
 __all__ = [
     "ATTEMPT_COLUMNS",

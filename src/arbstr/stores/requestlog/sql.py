@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from arbstr.records import AttemptRow, RequestRecord
+from arbstr.recording.record import AttemptRow, RequestRecord
 from arbstr.stores.requestlog.base import (
     Bucket,
     Cost,

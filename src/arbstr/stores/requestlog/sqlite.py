@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-from arbstr.records import RequestRecord
+from arbstr.recording.record import RequestRecord
 from arbstr.stores.requestlog.base import MigrationStatus
 from arbstr.stores.requestlog.schema import MIGRATIONS
 from arbstr.stores.requestlog.sql import (
@@ -29,7 +29,7 @@ __all__ = ["SqliteRequestLog"]
 
 
 _SLICE = 32  # rows per executemany: about 0.4 ms of writer CPU (index upkeep) at a time
-log = logging.getLogger("arbstr.stores.sqlite")
+log = logging.getLogger(__name__)
 _BEHIND = 400  # requests in a batch that mean the writer is behind: write at full speed
 _yield_core = getattr(os, "sched_yield", lambda: None)  # not on Windows
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import msgspec
 
-from arbstr.records import RequestRecord
+from arbstr.recording.record import RequestRecord
 from arbstr.stores.requestlog import RequestLog
 
 __all__ = ["Recorder"]
 
-log = logging.getLogger("arbstr.recorder")
+log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(RequestRecord)
 

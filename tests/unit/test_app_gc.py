@@ -3,7 +3,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from arbstr.runtime import tune_gc
+from arbstr.app import tune_gc
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from arbstr.stores.state import StateRow, StateStore
 
 __all__ = ["StateSync"]
 
-log = logging.getLogger("arbstr.state")
+log = logging.getLogger(__name__)
 
 
 class StateSync:
