@@ -24,11 +24,11 @@ from arbstr.api.openai import (
 )
 from arbstr.api.openapi import document_proxy_routes, openapi_config
 from arbstr.api.stats import get_request, list_requests, stats, timeseries
-from arbstr.attempts import Health
 from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.recording.record import RecordSink
 from arbstr.recording.writer import Recorder
+from arbstr.reliability.health import ProviderHealth
 from arbstr.reliability.sync import StateSync
 from arbstr.routing.resolve import list_models as configured_models
 from arbstr.stores.requestlog import RequestLog, open_request_log
@@ -36,6 +36,7 @@ from arbstr.stores.state import StateStore, open_state_store
 from arbstr.stores.urls import sqlite_path
 from arbstr.telemetry import Metrics, MetricsSink
 from arbstr.upstream.client import Upstream
+from arbstr.views import Views
 
 __all__ = ["create_app", "spill_path", "tune_gc"]
 
@@ -64,7 +65,7 @@ def create_app(
             max_headers=limits.max_response_headers,
             max_head_bytes=limits.max_response_header_bytes,
         )
-        health_state = Health.create(settings.config.reliability, settings.providers)
+        health_state = ProviderHealth(settings.config.reliability, settings.providers)
         names = [p.name for p in settings.providers]
         models = configured_models(settings.providers, settings.config.chains)
         metrics = Metrics(names, [m for m, _ in models])
@@ -76,7 +77,7 @@ def create_app(
         await recorder.start()
         app.state.request_log = log_store
         metrics.attach(
-            lambda: {n: health_state.breakers.get(n).snapshot().state for n in names},
+            lambda: health_state.circuit_states(names),
             recorder.figures,
         )
         app.state.metrics = metrics
@@ -89,6 +90,7 @@ def create_app(
 
         gateway.ready_checks["recorder"] = recorder_ready
         app.state.gateway = gateway
+        app.state.views = Views(gateway.shared)
         sync: StateSync | None = None
         if settings.config.state.backend == "database":
             store = state_store or open_state_store(settings.config.database.effective_url)

@@ -14,7 +14,7 @@ from arbstr.ids import new_request_id
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
-    from arbstr.gateway import GatewayResponse
+    from arbstr.pipeline.context import GatewayResponse
 
 __all__ = ["new_request_id", "read_body", "send_error", "send_response"]
 

@@ -11,11 +11,13 @@ from litestar.di import NamedDependency, Provide
 
 from arbstr.gateway import Gateway
 from arbstr.secrets import enc_hook
+from arbstr.views import Views
 
-__all__ = ["JSON", "GatewayDep", "dependencies", "json_response"]
+__all__ = ["JSON", "GatewayDep", "ViewsDep", "dependencies", "json_response"]
 
 JSON = (b"content-type", b"application/json")
 GatewayDep = NamedDependency[Gateway]
+ViewsDep = NamedDependency[Views]
 _encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 
@@ -33,4 +35,12 @@ def provide_gateway(state: State) -> Gateway:
     return gateway
 
 
-dependencies = {"gateway": Provide(provide_gateway, sync_to_thread=False)}
+def provide_views(state: State) -> Views:
+    views: Views = state.views
+    return views
+
+
+dependencies = {
+    "gateway": Provide(provide_gateway, sync_to_thread=False),
+    "views": Provide(provide_views, sync_to_thread=False),
+}

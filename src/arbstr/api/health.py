@@ -8,7 +8,7 @@ import msgspec
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from arbstr.api.deps import GatewayDep
+from arbstr.api.deps import GatewayDep, ViewsDep
 from arbstr.api.shapes import HealthReport, LiveReport, RateLimits, ReadyReport
 from arbstr.telemetry import Metrics
 
@@ -16,9 +16,9 @@ __all__ = ["health", "live", "metrics_route", "ratelimits", "ready"]
 
 
 @get("/health", sync_to_thread=False, tags=["health"])
-def health(gateway: GatewayDep) -> Response[HealthReport]:
+def health(views: ViewsDep) -> Response[HealthReport]:
     """`ok`, `degraded` (200) or `unhealthy` (503: no provider can take traffic right now)."""
-    report = msgspec.convert(gateway.health_report(), HealthReport)
+    report = msgspec.convert(views.health_report(), HealthReport)
     return Response(report, status_code=503 if report.status == "unhealthy" else 200)
 
 
@@ -37,9 +37,9 @@ async def ready(gateway: GatewayDep) -> Response[ReadyReport]:
 
 
 @get("/v1/ratelimits", sync_to_thread=False, tags=["operator"])
-def ratelimits(gateway: GatewayDep) -> RateLimits:
+def ratelimits(views: ViewsDep) -> RateLimits:
     """Per provider/model: available, tracking or exhausted, cooldown end, last quota."""
-    return msgspec.convert({"ratelimits": gateway.health.cooldowns.snapshot()}, RateLimits)
+    return msgspec.convert({"ratelimits": views.ratelimits()}, RateLimits)
 
 
 @get("/metrics", sync_to_thread=False, name="metrics", tags=["operator"])

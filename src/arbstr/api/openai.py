@@ -11,7 +11,7 @@ from litestar import Request, asgi, get, post
 from litestar.types import Receive, Scope, Send
 
 from arbstr.api.asgi import new_request_id, read_body, send_error, send_response
-from arbstr.api.deps import GatewayDep
+from arbstr.api.deps import ViewsDep
 from arbstr.api.shapes import CostEstimate, ModelInfo, ModelList, ProviderList
 from arbstr.errors import ArbstrError, BadRequest
 from arbstr.gateway import Gateway, RequestMeta
@@ -84,22 +84,22 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 @get("/v1/models", sync_to_thread=False, tags=["models"])
-def list_models(gateway: GatewayDep) -> ModelList:
+def list_models(views: ViewsDep) -> ModelList:
     """The union of provider models and chain names."""
-    created = int(gateway.started_at)
-    data = [ModelInfo(id=m, created=created, owned_by=owner) for m, owner in gateway.models()]
+    created = int(views.started_at)
+    data = [ModelInfo(id=m, created=created, owned_by=owner) for m, owner in views.models()]
     return ModelList(data=data)
 
 
 @post("/v1/cost", status_code=200, tags=["models"])
-async def cost_estimate(request: Request[Any, Any, Any], gateway: GatewayDep) -> CostEstimate:
+async def cost_estimate(request: Request[Any, Any, Any], views: ViewsDep) -> CostEstimate:
     """What a chat request would cost, without calling any upstream (body: a chat request)."""
     body = await request.body()
     policy = request.headers.get("x-arbstr-policy")
-    return msgspec.convert(gateway.estimate(body, policy), CostEstimate)
+    return msgspec.convert(views.estimate(body, policy), CostEstimate)
 
 
 @get("/providers", sync_to_thread=False, tags=["operator"])
-def list_providers(gateway: GatewayDep) -> ProviderList:
+def list_providers(views: ViewsDep) -> ProviderList:
     """Configured providers with masked keys."""
-    return msgspec.convert({"providers": gateway.describe_providers()}, ProviderList)
+    return msgspec.convert({"providers": views.describe_providers()}, ProviderList)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 
-from arbstr.attempts import Health
+from arbstr.reliability.health import ProviderHealth
 from arbstr.stores.state import StateRow, StateStore
 
 __all__ = ["StateSync"]
@@ -23,7 +22,7 @@ class StateSync:
     only thing that waits on the database, so a slow or absent database never slows a request.
     """
 
-    def __init__(self, store: StateStore, health: Health, interval_s: float = 0.25) -> None:
+    def __init__(self, store: StateStore, health: ProviderHealth, interval_s: float = 0.25) -> None:
         self.store = store
         self.health = health
         self.interval_s = interval_s
@@ -55,12 +54,10 @@ class StateSync:
                 log.warning("state sync failed: %s", type(exc).__name__)
 
     def _outgoing(self) -> list[StateRow]:
-        h = self.health
+        circuits, cooldowns = self.health.take_changes()
+        mono, wall = self.health.clock(), self.health.wall()
         rows: list[StateRow] = []
-        mono, wall = time.monotonic(), time.time()
-        while h.dirty_circuits:
-            name = h.dirty_circuits.pop()
-            snap = h.breakers.get(name).snapshot()
+        for name, snap in circuits:
             until = wall + (snap.open_until - mono) if snap.open_until is not None else None
             rows.append(
                 StateRow(
@@ -72,13 +69,7 @@ class StateSync:
                     origin=self.origin,
                 )
             )
-        while h.dirty_cooldowns:
-            provider, model = h.dirty_cooldowns.pop()
-            cooling = (
-                h.cooldowns.active(provider, model) if model else h.cooldowns.active(provider, None)
-            )
-            if cooling is None:
-                continue
+        for (provider, model), cooling in cooldowns:
             rows.append(
                 StateRow(
                     provider=provider,
@@ -94,18 +85,18 @@ class StateSync:
 
     async def sync_once(self) -> None:
         await self.store.publish(self._outgoing())
-        started = time.time()
+        started = self.health.wall()
         rows = await self.store.changes_since(self._since)
         # overlap the next window a little: rows committed late are applied again, harmlessly
         self._since = max(self._since, started - 2.0)
-        mono, wall = time.monotonic(), time.time()
+        mono, wall = self.health.clock(), self.health.wall()
         for row in rows:
             if row.origin == self.origin or row.until is None or row.until <= wall:
                 continue
             if row.kind == "circuit":
-                self.health.breakers.apply_remote(
+                self.health.apply_remote_circuit(
                     row.provider, row.state, mono + (row.until - wall), row.failure_count
                 )
             elif row.kind == "cooldown":
                 key = (row.provider, row.model or None)
-                self.health.cooldowns.set(key, row.until - wall, row.reason or "remote")
+                self.health.apply_remote_cooldown(key, row.until - wall, row.reason or "remote")

@@ -1,0 +1,92 @@
+"""Admission: what runs before any upstream call, as an ordered list of steps.
+
+A step reads and fills the `RequestContext` and refuses a request by raising an `ArbstrError`
+(recorded and answered once, by `finish`). This is where every request-wide check goes (auth,
+budgets, rate limits per key, queueing): the proxy routes are dispatched before Litestar
+(ADR 0008), so Litestar middleware and guards never see them, and a step here is the one place
+the fast path cannot skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from arbstr.errors import BadRequest, InvalidJson
+from arbstr.pipeline.context import RequestContext, Shared
+from arbstr.schemas.chat import ChatView, EmbeddingsView, input_chars, last_user_text, prompt_chars
+
+__all__ = ["CHAT_STEPS", "EMBEDDINGS_STEPS", "AdmissionStep", "admit", "decode"]
+
+AdmissionStep = Callable[[Shared, RequestContext], None]
+
+_chat_view = msgspec.json.Decoder(ChatView)
+_embed_view = msgspec.json.Decoder(EmbeddingsView)
+
+
+def decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """The routing view of a body; every failure is a 400 that says what is wrong."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
+        if param is None and text.startswith("Expected `object`"):
+            raise InvalidJson("request body must be a JSON object") from None
+        raise BadRequest(f"invalid request body: {text}", param=param) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the decoder will follow
+        raise InvalidJson("request body nests JSON too deeply") from None
+
+
+def decode_chat(shared: Shared, ctx: RequestContext) -> None:
+    view: ChatView = decode(_chat_view, ctx.body)
+    if view.model is None:
+        raise BadRequest("missing required field 'model'", param="model")
+    if view.messages is None:
+        raise BadRequest("missing required field 'messages'", param="messages")
+    ctx.view, ctx.streaming = view, view.stream
+    ctx.record.model, ctx.record.streaming = view.model, view.stream
+
+
+def decode_embeddings(shared: Shared, ctx: RequestContext) -> None:
+    view: EmbeddingsView = decode(_embed_view, ctx.body)
+    if view.model is None:
+        raise BadRequest("missing required field 'model'", param="model")
+    if view.input is None:
+        raise BadRequest("missing required field 'input'", param="input")
+    ctx.view = view
+    ctx.record.model = view.model
+
+
+def plan_route(shared: Shared, ctx: RequestContext) -> None:
+    """Resolve, apply the policy and rank (pure routing; DESIGN §3)."""
+    view = ctx.view
+    if isinstance(view, ChatView):
+        text, chars = last_user_text(view), prompt_chars(view)
+        max_tokens = view.max_completion_tokens or view.max_tokens
+    else:
+        assert view is not None
+        text, chars, max_tokens = "", input_chars(view), 0
+    ctx.plan = shared.router.plan(
+        ctx.model,
+        policy_header=ctx.meta.policy_header,
+        last_user_text=text,
+        prompt_chars=chars,
+        max_tokens=max_tokens,
+        latency=shared.latency(),
+    )
+    ctx.record.chain, ctx.record.policy = ctx.plan.chain, ctx.plan.policy
+
+
+CHAT_STEPS: tuple[AdmissionStep, ...] = (decode_chat, plan_route)
+EMBEDDINGS_STEPS: tuple[AdmissionStep, ...] = (decode_embeddings, plan_route)
+
+
+def admit(shared: Shared, ctx: RequestContext, steps: Sequence[AdmissionStep]) -> None:
+    """Run each step in order; the first refusal raises."""
+    for step in steps:
+        step(shared, ctx)

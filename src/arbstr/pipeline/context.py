@@ -1,0 +1,127 @@
+"""What a request carries through the stages, and the per-process wiring the stages share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from arbstr.config import Settings
+from arbstr.recording.record import RecordSink, RequestRecord
+from arbstr.reliability.health import ProviderHealth
+from arbstr.reliability.retry import RetryHeader
+from arbstr.routing import RoutePlan, Router
+from arbstr.routing.resolve import Candidate
+from arbstr.schemas.chat import ChatView, EmbeddingsView
+from arbstr.secrets import Scrubber
+from arbstr.upstream.body import rewrite_body
+from arbstr.upstream.client import Upstream
+
+__all__ = ["GatewayResponse", "Header", "RequestContext", "RequestMeta", "Shared"]
+
+Header = tuple[bytes, bytes]
+_JSON: Header = (b"content-type", b"application/json")
+
+
+@dataclass(slots=True)
+class RequestMeta:
+    """What the HTTP layer learned before the gateway takes over."""
+
+    request_id: str
+    started: float  # time.monotonic() at arrival
+    policy_header: str | None = None
+    key_id: str | None = None
+    wall: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class GatewayResponse:
+    """Status, raw ASGI headers, and either a body or a byte stream."""
+
+    status: int
+    headers: list[Header]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request on its way through the stages: what arrived, what was decided, what the
+    attempts produced; the record is filled as it goes and submitted once, by `finish`."""
+
+    meta: RequestMeta
+    body: bytes
+    endpoint: str  # chat | embeddings
+    record: RequestRecord
+    view: ChatView | EmbeddingsView | None = None
+    plan: RoutePlan | None = None
+    streaming: bool = False
+    retries: RetryHeader | None = None
+    upstream_s: float = 0.0  # time spent waiting on upstream calls and backoff sleeps
+    bodies: dict[str, bytes] = field(default_factory=dict)  # rewritten body per upstream model
+
+    @classmethod
+    def start(cls, body: bytes, meta: RequestMeta, endpoint: str) -> RequestContext:
+        record = RequestRecord(
+            id=meta.request_id, timestamp=meta.wall, model=None, endpoint=endpoint
+        )
+        record.key_id = meta.key_id
+        return cls(meta=meta, body=body, endpoint=endpoint, record=record)
+
+    @property
+    def model(self) -> str:
+        assert self.view is not None
+        assert self.view.model is not None
+        return self.view.model
+
+
+class Shared:
+    """Per-process wiring every stage reads: settings, router, pool, health, sink, limits."""
+
+    def __init__(
+        self, settings: Settings, upstream: Upstream, sink: RecordSink, health: ProviderHealth
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.sink = sink
+        self.health = health
+        self.router = Router(settings)
+        config = settings.config
+        self.max_body_bytes = config.server.max_body_bytes
+        self.request_timeout_s = config.server.request_timeout_s
+        self.idle_timeout_s = config.reliability.stream_idle_timeout_s
+        self.max_stream_s = config.reliability.max_stream_s
+        self.max_sse_event_bytes = config.limits.max_sse_event_bytes
+        self.body_timeout_s = config.limits.body_timeout_s
+        self.scrubber = Scrubber([*(p.api_key for p in settings.providers), settings.admin_token])
+        self._base_headers: dict[str, list[Header]] = {}
+        for p in settings.providers:
+            base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
+            if p.api_key is not None:
+                base.append((b"authorization", f"Bearer {p.api_key.reveal()}".encode()))
+            self._base_headers[p.name] = base
+
+    def latency(self) -> dict[str, float] | None:
+        """Observed latencies, only built when a strategy ranks by them."""
+        return self.health.latency_map() if self.router.needs_latency else None
+
+    def headers(self, cand: Candidate, meta: RequestMeta) -> list[Header]:
+        """The provider's own key, never the client's `Authorization`; the request id as
+        `Idempotency-Key` so every retry of one request carries the same one."""
+        return [
+            *self._base_headers[cand.provider.name],
+            (b"idempotency-key", meta.request_id.encode()),
+        ]
+
+    def body_for(self, ctx: RequestContext, cand: Candidate) -> bytes:
+        """The client's bytes with only `model` (chains) and `stream_options` rewritten."""
+        upstream = cand.upstream_model
+        payload = ctx.bodies.get(upstream)
+        if payload is None:
+            payload = rewrite_body(
+                ctx.body,
+                model=None if upstream == ctx.model else upstream,
+                include_usage=ctx.streaming,
+            )
+            ctx.bodies[upstream] = payload
+        return payload
