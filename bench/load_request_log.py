@@ -25,8 +25,8 @@ from pathlib import Path
 import msgspec
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
-from arbstr.recording.writer import Recorder
 from arbstr.recording.record import AttemptRow, RequestRecord
+from arbstr.recording.writer import Recorder
 from arbstr.stores.requestlog import PostgresRequestLog, RequestLog, SqliteRequestLog
 from arbstr.stores.requestlog.base import ListQuery, StatsQuery
 
