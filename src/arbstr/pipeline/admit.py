@@ -48,7 +48,7 @@ def decode_chat(shared: Shared, ctx: RequestContext) -> None:
         raise BadRequest("missing required field 'model'", param="model")
     if view.messages is None:
         raise BadRequest("missing required field 'messages'", param="messages")
-    ctx.view, ctx.streaming = view, view.stream
+    ctx.view, ctx.streaming, ctx.model = view, view.stream, view.model
     ctx.record.model, ctx.record.streaming = view.model, view.stream
 
 
@@ -58,7 +58,7 @@ def decode_embeddings(shared: Shared, ctx: RequestContext) -> None:
         raise BadRequest("missing required field 'model'", param="model")
     if view.input is None:
         raise BadRequest("missing required field 'input'", param="input")
-    ctx.view = view
+    ctx.view, ctx.model = view, view.model
     ctx.record.model = view.model
 
 

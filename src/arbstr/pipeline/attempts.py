@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -50,18 +51,6 @@ class AttemptResult(Generic[T]):
     success: bool
 
 
-@dataclass(slots=True)
-class _Call(Generic[T]):
-    """One upstream call's outcome."""
-
-    status: int | None
-    kind: str | None
-    error: str | None
-    response: httpx.Response | None
-    extra: T | None
-    elapsed: float
-
-
 async def run_attempts(shared: Shared, ctx: RequestContext, send: Send[T]) -> AttemptResult[T]:
     """Walk the plan's candidates (already ranked) until one answers; raise otherwise.
 
@@ -93,34 +82,45 @@ async def run_attempts(shared: Shared, ctx: RequestContext, send: Send[T]) -> At
                     health.release_probe(name)
                 raise _timeout(shared.request_timeout_s)
             limit = cand.provider.timeout_s or (share if index < last else remaining)
-            call = await _call(send, cand, min(limit, remaining))
-            ctx.upstream_s += call.elapsed
-            outcome = classify(call.status, call.kind)
-            row = AttemptRow(
-                provider=name,
-                upstream_model=model,
-                status=call.status,
-                error=call.error,
-                latency_ms=round(call.elapsed * 1000, 3),
+            status, kind, error, response, extra, elapsed = await _call(
+                send, cand, min(limit, remaining)
             )
-            rows.append(row)
+            ctx.upstream_s += elapsed
+            ctx.calls += 1
+            outcome = classify(status, kind)
             if outcome is Outcome.SUCCESS or outcome is Outcome.RETURN_TO_CLIENT:
-                assert call.response is not None
-                row.error = None  # an answer, not a failure
+                assert response is not None
+                rows.append(
+                    AttemptRow(
+                        provider=name,
+                        upstream_model=model,
+                        status=status,
+                        latency_ms=round(elapsed * 1000, 3),
+                    )
+                )
                 health.record_success(name)
-                answered = call.response.status_code < 300
-                found = rate_limit_headers(call.response) if answered else None
-                health.learn(name, model, call.elapsed, found, answered=answered)
+                answered = response.status_code < 300
+                found = rate_limit_headers(response) if answered else None
+                health.learn(name, model, elapsed, found, answered=answered)
                 return AttemptResult(
                     cand,
-                    call.response,
-                    call.extra,  # type: ignore[arg-type]
+                    response,
+                    extra,  # type: ignore[arg-type]
                     outcome is Outcome.SUCCESS,
                 )
+            rows.append(
+                AttemptRow(
+                    provider=name,
+                    upstream_model=model,
+                    status=status,
+                    error=error,
+                    latency_ms=round(elapsed * 1000, 3),
+                )
+            )
             retries.add(name)
-            retry_after = _learn_failure(health, cand, call, outcome, admission)
-            if call.response is not None:
-                await call.response.aclose()
+            retry_after = _learn_failure(health, cand, status, response, outcome, admission)
+            if response is not None:
+                await response.aclose()
             if (
                 outcome is Outcome.RETRY_SAME
                 and tries < cfg.max_retries
@@ -153,41 +153,46 @@ def _admit(health: ProviderHealth, cand: Candidate, rows: list[AttemptRow]) -> A
     return admission
 
 
-async def _call(send: Send[T], cand: Candidate, timeout_s: float) -> _Call[T]:
+_CallOutcome = tuple[
+    int | None, str | None, str | None, httpx.Response | None, T | None, float
+]  # status, error kind, error label, response, what `send` returned, seconds
+
+
+async def _call(send: Send[T], cand: Candidate, timeout_s: float) -> _CallOutcome[T]:
     """One upstream call under its own timeout; transport errors become a kind and a label."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0 = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
             response, extra = await send(cand, timeout_s)
     except (TimeoutError, httpx.HTTPError, OSError) as exc:
         kind = error_kind(exc)
-        return _Call(None, kind, _describe(kind, exc), None, None, loop.time() - t0)
+        return None, kind, _describe(kind, exc), None, None, time.monotonic() - t0
     status = response.status_code
     error = f"HTTP {status}" if status >= 400 else None
-    return _Call(status, None, error, response, extra, loop.time() - t0)
+    return status, None, error, response, extra, time.monotonic() - t0
 
 
 def _learn_failure(
     health: ProviderHealth,
     cand: Candidate,
-    call: _Call[T],
+    status: int | None,
+    response: httpx.Response | None,
     outcome: Outcome,
     admission: Admission,
 ) -> float | None:
     """Feed a failed attempt back into the provider's health; the upstream's retry-after."""
     name, model = cand.provider.name, cand.upstream_model
-    if counts_against_circuit(outcome, call.status):
+    if counts_against_circuit(outcome, status):
         health.record_failure(name)
     elif admission is Admission.PROBE:
         health.record_success(name)
-    found = rate_limit_headers(call.response) if call.response is not None else None
-    if outcome is Outcome.NEXT_COOLDOWN and call.response is not None:
-        status = call.status or 429
-        seconds, reason = cooldown_for(status, found or {}, health.config, health.wall())
-        health.cool_down((name, None if status == 402 else model), seconds, reason)
+    found = rate_limit_headers(response) if response is not None else None
+    if outcome is Outcome.NEXT_COOLDOWN and response is not None:
+        code = status or 429
+        seconds, reason = cooldown_for(code, found or {}, health.config, health.wall())
+        health.cool_down((name, None if code == 402 else model), seconds, reason)
     elif outcome is Outcome.NEXT_KEY_PROBLEM:
-        log.error("provider %s rejected its API key (HTTP %s): check its key", name, call.status)
+        log.error("provider %s rejected its API key (HTTP %s): check its key", name, status)
     return _float((found or {}).get("retry-after"))
 
 

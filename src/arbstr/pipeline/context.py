@@ -56,7 +56,9 @@ class RequestContext:
     view: ChatView | EmbeddingsView | None = None
     plan: RoutePlan | None = None
     streaming: bool = False
+    model: str = ""  # the requested model, once the view is decoded
     retries: RetryHeader | None = None
+    calls: int = 0  # upstream calls made (x-arbstr-attempts)
     upstream_s: float = 0.0  # time spent waiting on upstream calls and backoff sleeps
     bodies: dict[str, bytes] = field(default_factory=dict)  # rewritten body per upstream model
 
@@ -67,12 +69,6 @@ class RequestContext:
         )
         record.key_id = meta.key_id
         return cls(meta=meta, body=body, endpoint=endpoint, record=record)
-
-    @property
-    def model(self) -> str:
-        assert self.view is not None
-        assert self.view.model is not None
-        return self.view.model
 
 
 class Shared:

@@ -47,8 +47,7 @@ def common_headers(ctx: RequestContext) -> list[Header]:
         value = ctx.retries.header()
         if value:
             headers.append((b"x-arbstr-retries", value.encode()))
-    calls = sum(1 for r in ctx.record.attempts if r.skipped is None)
-    headers.append((b"x-arbstr-attempts", str(calls).encode()))
+    headers.append((b"x-arbstr-attempts", str(ctx.calls).encode()))
     return headers
 
 
@@ -99,7 +98,7 @@ def json_answer(
     if cost is not None:
         headers.append((b"x-arbstr-cost-sats", format_sats(cost).encode()))
     _timing(ctx, headers)
-    submit(shared, ctx.record)
+    shared.sink.submit(ctx.record)
     return GatewayResponse(result.response.status_code, headers, result.extra)
 
 
@@ -121,7 +120,8 @@ def client_error(
 def _timing(ctx: RequestContext, headers: list[Header]) -> None:
     elapsed = time.monotonic() - ctx.meta.started
     overhead = max(0.0, elapsed - ctx.upstream_s)
-    ctx.record.latency_ms, ctx.record.overhead_ms = ms(elapsed), ms(overhead)
+    ctx.record.latency_ms = round(elapsed * 1000, 3)
+    ctx.record.overhead_ms = round(overhead * 1000, 3)
     headers.append((b"x-arbstr-latency-ms", str(round(elapsed * 1000)).encode()))
     headers.append((b"x-arbstr-overhead-ms", f"{overhead * 1000:.3f}".encode()))
 
