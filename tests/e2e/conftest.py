@@ -18,6 +18,8 @@ from arbstr.recording.record import MemorySink, RequestRecord
 from arbstr.serving import LimitedHttpToolsProtocol, connection_cap
 from arbstr.sim import SimCluster, SimProfile, run_in_thread
 
+from .raw import RawUpstream
+
 
 @dataclass
 class SimSpec:
@@ -129,6 +131,15 @@ backoff_s = [0.0]
 """
 
 StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def raw() -> Iterator[list[RawUpstream]]:
+    """Raw upstreams a test starts (`raw.append(RawUpstream(...))`); all closed at teardown."""
+    made: list[RawUpstream] = []
+    yield made
+    for upstream in made:
+        upstream.close()
 
 
 @pytest.fixture

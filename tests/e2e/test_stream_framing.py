@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,14 +22,6 @@ BODY: dict[str, Any] = {
     "stream": True,
     "stream_options": {"include_usage": True},
 }
-
-
-@pytest.fixture
-def raw() -> Iterator[list[RawUpstream]]:
-    made: list[RawUpstream] = []
-    yield made
-    for upstream in made:
-        upstream.close()
 
 
 def gateway(stack: StackFactory, raw: list[RawUpstream], *parts: bytes) -> tuple[str, Any]:
