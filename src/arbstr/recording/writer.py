@@ -28,7 +28,8 @@ def _is_data_error(exc: BaseException) -> bool:
     opposed to the database being away: retrying the same rows would fail the same way."""
     if isinstance(exc, ValueError | TypeError | OverflowError | sqlite3.IntegrityError):
         return True
-    if isinstance(exc, sqlite3.InterfaceError | sqlite3.DataError | sqlite3.ProgrammingError):
+    # not ProgrammingError: "cannot operate on a closed database" is the store going away
+    if isinstance(exc, sqlite3.InterfaceError | sqlite3.DataError):
         return True
     name = type(exc).__module__
     if name.startswith("asyncpg"):
