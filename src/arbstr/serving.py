@@ -76,6 +76,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_since = 0.0  # loop time the current head started (0: nothing read yet)
         self._refusal: int | None = None
+        self._refusal_pending: tuple[int, str] | None = None
+        self._tail = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -93,13 +95,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._head_since = self.loop.time()
             self._head_bytes += len(data)
             if self._head_bytes > self._lim.max_request_header_bytes:
-                end = data.find(b"\r\n\r\n")
-                within = self._head_bytes - len(data) + end + 4
+                # the end of the head may straddle two reads: look at the last 3 bytes too
+                seen = self._tail + data
+                end = seen.find(b"\r\n\r\n")
+                within = self._head_bytes - len(seen) + end + 4
                 if end < 0 or within > self._lim.max_request_header_bytes:
                     limit = self._lim.max_request_header_bytes
                     self._refuse(431, f"request headers are larger than {limit} bytes")
                     return
+            self._tail = data[-3:]
         super().data_received(data)
+
+    def _answering(self) -> bool:
+        """Whether a response is under way: a refusal now would corrupt it."""
+        return self.cycle is not None and not self.cycle.response_complete
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
@@ -110,17 +119,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise ValueError("too many headers")  # stops the parser; answered below
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # the request is in whole: what follows is the next request's head (pipelined or after
+        # the answer), counted and timed from its first byte
+        self._reading_head = True
+        self._head_bytes = 0
+        self._tail = b""
+        self._head_since = self.loop.time()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._reading_head = True  # the next request's head is counted from its first byte
-        self._head_bytes = 0
-        self._head_since = self.loop.time()
+        self._head_since = self.loop.time()  # an idle kept-alive connection: uvicorn's timer
+        if self._refusal_pending is not None:
+            self._refuse(*self._refusal_pending)
 
     def head_overdue(self, now: float) -> None:
         """Called by the sweep: a head slower than `header_timeout_s` ends the connection."""
         if not self._reading_head or self.transport.is_closing():
             return
-        if now - self._head_since < self._lim.header_timeout_s:
+        if now - self._head_since < self._lim.header_timeout_s or self._answering():
             return
         if self._head_bytes:
             self._refuse(408, "request headers did not arrive in time")
@@ -134,8 +152,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().send_400_response(msg)
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer in the OpenAI error shape and close: the rest of the request is not read."""
+        """Answer in the OpenAI error shape and close: the rest of the request is not read.
+        While a response is under way, reading stops and the refusal follows that response."""
         from arbstr.errors import error_body
+
+        if self._answering():
+            self._refusal_pending = (status, message)
+            self._reading_head = False
+            self.flow.pause_reading()
+            return
 
         code = "request_timeout" if status == 408 else "request_header_fields_too_large"
         body = error_body(message, "invalid_request_error", code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -172,3 +173,44 @@ def test_deep_nesting_is_a_400_not_a_crash(stack: StackFactory) -> None:
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error["param"] == "messages[0]" and "Expected `object`" in error["message"]
+
+
+def test_headers_then_no_body_at_all_is_a_408(stack: StackFactory) -> None:
+    s = gateway(stack)
+    with connect(s.url) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 10\r\n\r\n"
+        )
+        answer = read_all(sock, 4)
+    assert status_of(answer) == 408
+    assert s.sim("sim").stats()["chat_hits"] == 0
+
+
+def test_pipelined_requests_get_their_answers_and_nothing_else(stack: StackFactory) -> None:
+    s = gateway(stack)
+    one = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(BODY) + BODY
+    )
+    with connect(s.url) as sock:
+        sock.sendall(one * 3 + b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        answer = read_all(sock, 4)
+    # a body runs straight into the next status line: count status lines, not lines
+    assert answer.count(b"HTTP/1.1 ") == 4 and answer.count(b"HTTP/1.1 200 ") == 4
+
+
+def test_an_early_413_is_the_only_answer(stack: StackFactory) -> None:
+    s = stack(
+        [SimSpec("sim")], head=HEAD.replace("[limits]", "[server]\nmax_body_bytes = 1000\n[limits]")
+    )
+    body = b"x" * 50_000  # far past max_body_bytes and past the header cap once counted wrongly
+    with connect(s.url) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n"
+            % len(body)
+        )
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(body)
+        answer = read_all(sock, 3)
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 413")

@@ -225,3 +225,55 @@ def test_a_stream_that_only_pings_ends_at_max_stream_s(
     events = [x[6:] for x in text.split("\n") if x.startswith("data: ")]
     assert json.loads(events[-2])["error"]["code"] == "stream_max_duration"
     assert s.last_record().stream_status == "too_long"
+
+
+def test_retries_of_a_hung_provider_stay_inside_its_share(stack: StackFactory) -> None:
+    head = """
+[server]
+request_timeout_s = 4
+[database]
+url = "memory://"
+[reliability]
+backoff_s = [0.1]
+max_retries = 2
+"""
+    s = stack(
+        [
+            SimSpec("hung", SimProfile(hang=True), input_rate=1, models=["m"]),
+            SimSpec("steady", input_rate=50, models=["m"]),
+        ],
+        head=head,
+    )
+    t0 = time.monotonic()
+    with s.client() as c:
+        answer = c.post("/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 200 and answer.headers["x-arbstr-provider"] == "steady"
+    assert time.monotonic() - t0 < 3.5
+
+
+def test_an_answer_nested_past_the_decoder_is_still_a_recorded_answer(
+    stack: StackFactory, raw: list[RawUpstream]
+) -> None:
+    deep = b'{"choices":[],"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    s = with_raw(stack, raw, lambda _r: [json_answer(deep)], fallback=False)
+    with s.client() as c:
+        answer = c.post("/v1/chat/completions", json=CHAT)
+    assert answer.status_code == 200 and answer.content == deep
+    record = s.last_record()
+    assert record.provider == "raw" and record.success and record.cost_sats is None
+
+
+def test_a_stream_event_nested_past_the_decoder_ends_visibly(
+    stack: StackFactory, raw: list[RawUpstream]
+) -> None:
+    deep = b'data: {"usage":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n\n"
+    s = with_raw(stack, raw, lambda _r: sse_response(deep, b"data: [DONE]\n\n"), fallback=False)
+    text = httpx.post(
+        f"{s.url}/v1/chat/completions", json={**CHAT, "stream": True}, timeout=10
+    ).text
+    events = [x[6:] for x in text.split("\n") if x.startswith("data: ")]
+    assert (
+        events[-1] == "[DONE]"
+        and json.loads(events[-2])["error"]["code"] == "upstream_stream_error"
+    )
+    assert s.last_record().stream_status == "upstream_error"

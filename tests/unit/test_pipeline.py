@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -210,3 +211,43 @@ async def test_state_sync_shares_circuits_and_cooldowns_between_replicas() -> No
     assert two.health.cooling("b", "m") is not None
     # nothing changed since: nothing is published again
     assert one.health.take_changes() == ([], [])
+
+
+async def test_a_cancelled_probe_is_released() -> None:
+    clock = Clock()
+    shared, _ = shared_for(clock=clock)
+    with pytest.raises(AllProvidersFailed):
+        await run_attempts(shared, context(shared), FakeSend(a=[500], b=[500]))
+    clock.now += 11  # both half-open: the next call of `a` is its one probe
+
+    async def cancelled(cand: Candidate, timeout_s: float) -> tuple[httpx.Response, bytes]:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await run_attempts(shared, context(shared), cancelled)
+    # the probe was given back (a released probe counts as a failed one: `a` is open again
+    # for its open period), so after that period `a` is probed again, not stuck half-open
+    clock.now += 11
+    result = await run_attempts(shared, context(shared), FakeSend(a=[200], b=[200]))
+    assert result.candidate.provider.name == "a"
+
+
+async def test_a_failed_publish_is_sent_again() -> None:
+    class Flaky(MemoryStateStore):
+        down = True
+
+        async def publish(self, rows: Any) -> None:
+            if self.down:
+                raise ConnectionError("database unavailable")
+            await super().publish(rows)
+
+    store = Flaky()
+    one, _ = shared_for()
+    sync = StateSync(store, one.health)
+    one.health.record_failure("a")
+    one.health.record_failure("a")
+    with pytest.raises(ConnectionError):
+        await sync.sync_once()
+    store.down = False
+    await sync.sync_once()
+    assert any(row.provider == "a" and row.kind == "circuit" for row in store.rows.values())

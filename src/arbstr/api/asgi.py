@@ -37,19 +37,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float
     declared = int(declared_raw) if declared_raw is not None and declared_raw.isdigit() else None
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    message: Any = await receive()  # usually the whole body: no timer for the common case
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    else:
-        try:
-            async with asyncio.timeout(timeout_s):
-                body = await _read_all(message, receive, limit)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body did not arrive within {timeout_s:g} s"
-            ) from None
+    try:
+        async with asyncio.timeout(timeout_s):  # the first receive too: a body may never come
+            body = await _read_all(await receive(), receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
     if declared is not None and len(body) != declared:
         raise ClientAborted(f"the client sent {len(body)} of the {declared} bytes it declared")
     return body

@@ -75,16 +75,22 @@ async def run_attempts(shared: Shared, ctx: RequestContext, send: Send[T]) -> At
         if admission is None:
             continue
         tries = 0
+        # this candidate's share, retries included, while others wait behind it
+        until = min(deadline, health.clock() + share) if index < last else deadline
         while True:
-            remaining = deadline - health.clock()
+            now = health.clock()
+            remaining = deadline - now
             if remaining <= 0:
                 if admission is Admission.PROBE:
                     health.release_probe(name)
                 raise _timeout(shared.request_timeout_s)
-            limit = cand.provider.timeout_s or (share if index < last else remaining)
-            status, kind, error, response, extra, elapsed = await _call(
-                send, cand, min(limit, remaining)
-            )
+            limit = min(cand.provider.timeout_s or (until - now), remaining)
+            try:
+                status, kind, error, response, extra, elapsed = await _call(send, cand, limit)
+            except BaseException:  # cancelled, or a bug: a half-open probe must not stay taken
+                if admission is Admission.PROBE:
+                    health.release_probe(name)
+                raise
             ctx.upstream_s += elapsed
             ctx.calls += 1
             outcome = classify(status, kind)
@@ -127,7 +133,7 @@ async def run_attempts(shared: Shared, ctx: RequestContext, send: Send[T]) -> At
                 and admission is not Admission.PROBE
                 and health.acquire(name) is not Admission.REJECTED
             ):
-                wait = backoff(tries, cfg, retry_after, deadline - health.clock())
+                wait = backoff(tries, cfg, retry_after, until - health.clock())
                 if wait is not None:
                     tries += 1
                     if wait > 0:

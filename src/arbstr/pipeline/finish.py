@@ -52,7 +52,13 @@ def common_headers(ctx: RequestContext) -> list[Header]:
 
 
 def settle_usage(
-    shared: Shared, ctx: RequestContext, cand: Candidate, usage: Usage | None, *, chat: bool
+    shared: Shared,
+    ctx: RequestContext,
+    cand: Candidate,
+    usage: Usage | None,
+    *,
+    chat: bool,
+    completed: bool = True,
 ) -> float | None:
     """Tokens, cost, provider cost and savings of a finished request onto its record; the
     tokens also feed the provider's manual tokens-per-minute limit. The cost, or None."""
@@ -69,7 +75,7 @@ def settle_usage(
     cost = (actual_cost if chat else actual_embedding_cost)(cand.provider, usage)
     record.cost_sats = cost
     record.provider_cost_sats = provider_reported_cost(usage)
-    if cost is not None and ctx.plan is not None:
+    if completed and cost is not None and ctx.plan is not None:  # savings of finished answers
         record.savings_sats = savings(cost, ctx.plan.candidates, usage, chat=chat)
     return cost
 

@@ -166,7 +166,8 @@ async def _relay(
                 status, error_code = "upstream_error", "upstream_stream_error"
                 error_message = f"upstream stream failed ({error_kind(exc)} error)"
                 break
-        cost = settle_usage(shared, ctx, cand, observer.usage, chat=True)
+        completed = status == "completed"
+        cost = settle_usage(shared, ctx, cand, observer.usage, chat=True, completed=completed)
         delivered = True
         if status == "completed":
             trailer = {

@@ -160,11 +160,11 @@ class Recorder:
         return out
 
     async def _append(self, batch: list[RequestRecord]) -> int:
-        """Append a batch; when the store refuses the rows themselves, write them one by one and
-        quarantine the ones it refuses, so one bad row never holds back the rest."""
+        """Append a batch of unique ids (`_unique`); when the store refuses the rows
+        themselves, write them one by one and quarantine the ones it refuses, so one bad row
+        never holds back the rest."""
         if not batch:
             return 0
-        batch = self._unique(batch)
         try:
             await self.store.append(batch)
             return len(batch)
@@ -201,7 +201,7 @@ class Recorder:
                 except msgspec.DecodeError:
                     self.dropped += 1  # a torn last line from a crash; nothing else is lost
         for i in range(0, len(records), self.batch_size):
-            await self._append(records[i : i + self.batch_size])
+            await self._append(self._unique(records[i : i + self.batch_size]))
         self.replayed += len(records)
         taking.unlink()
 
@@ -220,7 +220,8 @@ class Recorder:
                 await self._wake.wait()
             if len(self.queue) < self.batch_size and self.linger_s and not self._closing:
                 await asyncio.sleep(self.linger_s)
-            batch = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
+            taken = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
+            batch = self._unique(taken)  # what a failure puts back: duplicates only once
             try:
                 if batch:
                     self.rows_written += await self._append(batch)

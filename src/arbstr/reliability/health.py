@@ -203,6 +203,11 @@ class ProviderHealth:
         self._cooldowns_changed.clear()
         return circuits, cooldowns
 
+    def mark_changed(self, circuits: Sequence[str], cooldowns: Sequence[Key]) -> None:
+        """Changes a failed publish must send again on the next exchange."""
+        self._circuits_changed.update(circuits)
+        self._cooldowns_changed.update(cooldowns)
+
     def apply_remote_circuit(
         self, provider: str, state: str, open_until: float | None, failure_count: int
     ) -> None:

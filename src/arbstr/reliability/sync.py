@@ -84,7 +84,15 @@ class StateSync:
         return rows
 
     async def sync_once(self) -> None:
-        await self.store.publish(self._outgoing())
+        rows = self._outgoing()
+        try:
+            await self.store.publish(rows)
+        except BaseException:  # not lost: sent again with the next exchange
+            self.health.mark_changed(
+                [r.provider for r in rows if r.kind == "circuit"],
+                [(r.provider, r.model or None) for r in rows if r.kind == "cooldown"],
+            )
+            raise
         started = self.health.wall()
         rows = await self.store.changes_since(self._since)
         # overlap the next window a little: rows committed late are applied again, harmlessly

@@ -78,5 +78,5 @@ def read_usage(body: bytes) -> Usage | None:
     """The plausible `usage` of a whole JSON answer, or None when absent or undecodable."""
     try:
         return valid_usage(usage_decoder.decode(body).usage)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None  # RecursionError: an upstream body nested past the decoder's depth

@@ -55,6 +55,7 @@ class _Conn(asyncio.Protocol):
         self.pending = 0
         self.paused = False
         self.head_bytes = 0
+        self.tail = b""
         self.extra = False  # bytes after the end of the response: the connection is unusable
 
     def raise_error(self) -> NoReturn:
@@ -80,6 +81,7 @@ class _Conn(asyncio.Protocol):
             self.head_bytes += len(data)
             if self.head_bytes > self.max_head_bytes and not self._head_fits(data):
                 return
+            self.tail = data[-3:]
         try:
             self.parser.feed_data(data)
         except _Stop:
@@ -93,9 +95,11 @@ class _Conn(asyncio.Protocol):
                 self.transport.close()
 
     def _head_fits(self, data: bytes) -> bool:
-        """Whether the head ends within the limit in this read (the rest is body)."""
-        end = data.find(b"\r\n\r\n")
-        if end >= 0 and self.head_bytes - len(data) + end + 4 <= self.max_head_bytes:
+        """Whether the head ends within the limit in this read (the rest is body); the end may
+        straddle two reads, so the previous read's last bytes are looked at too."""
+        seen = self.tail + data
+        end = seen.find(b"\r\n\r\n")
+        if end >= 0 and self.head_bytes - len(seen) + end + 4 <= self.max_head_bytes:
             return True
         self._too_large(f"more than {self.max_head_bytes} bytes of status line and headers")
         return False

@@ -76,6 +76,7 @@ class SseSplitter:
         self._line = 0  # where the current, incomplete line of the pending event starts
         self._cr = -1  # the next CR at or after `_line` (-1: none up to the buffer's end)
         self._cr_checked = 0  # how far the CR search has looked
+        self._lf_checked = 0  # how far the current line was searched for an LF
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         if self.oversized:
@@ -101,7 +102,7 @@ class SseSplitter:
         if self._buf:
             events.append(SseEvent(bytes(self._buf), complete=False))
         self._buf = bytearray()
-        self._line = self._cr_checked = 0
+        self._line = self._cr_checked = self._lf_checked = 0
         self._cr = -1
         return events
 
@@ -128,7 +129,7 @@ class SseSplitter:
                 self._buf = bytearray(buf[start:])
                 self._shift(start)
             else:
-                self._line, self._cr, self._cr_checked = 0, -1, 0
+                self._line, self._cr, self._cr_checked, self._lf_checked = 0, -1, 0, 0
         elif start:
             del self._buf[:start]
             self._shift(start)
@@ -137,6 +138,7 @@ class SseSplitter:
     def _shift(self, start: int) -> None:
         """Scan positions after the first `start` bytes were consumed."""
         self._line -= start
+        self._lf_checked = max(0, self._lf_checked - start)
         if self._cr >= start:
             self._cr -= start
             self._cr_checked -= start
@@ -165,14 +167,18 @@ class SseSplitter:
             # [pos, limit) holds no CR: LF framing there, one search for a blank line
             if pos < limit and buf[pos] == 0x0A:
                 return pos + 1  # an empty line at the line start
-            i = buf.find(b"\n\n", pos, limit)
+            # [pos, _lf_checked) is a line already searched without an LF: a long line read
+            # in many small pieces is scanned once, not once a read
+            start = max(pos, self._lf_checked) if self._lf_checked <= limit else pos
+            i = buf.find(b"\n\n", start, limit)
             if i >= 0:
                 return i + 2
-            last = buf.rfind(b"\n", pos, limit)
+            last = buf.rfind(b"\n", start, limit)
             if last >= 0:
                 pos = last + 1  # the start of the last line before `limit`
             if cr < 0:
                 self._line = pos
+                self._lf_checked = n
                 return -1
             if cr + 1 >= n and not final:
                 self._line = pos
@@ -237,7 +243,7 @@ class StreamObserver:
             return EventAction.FORWARD
         try:
             view = _chunk.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             self.garbage = True
             return EventAction.DROP
         if view.error is not None:
