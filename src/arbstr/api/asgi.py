@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from arbstr.errors import ArbstrError, ClientAborted, PayloadTooLarge, RequestTimeout
 from arbstr.ids import new_request_id
@@ -37,14 +37,63 @@ async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float
     declared = int(declared_raw) if declared_raw is not None and declared_raw.isdigit() else None
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
-    try:
-        async with asyncio.timeout(timeout_s):  # the first receive too: a body may never come
-            body = await _read_all(await receive(), receive, limit)
-    except TimeoutError:
+    task = asyncio.current_task()
+    assert task is not None
+    _BodyDeadlines.watch(task, timeout_s)
+    try:  # the first receive too: a body may never come
+        body = await _read_all(await receive(), receive, limit)
+    except asyncio.CancelledError:
+        if not _BodyDeadlines.expired(task):
+            raise
+        task.uncancel()
         raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+    finally:
+        _BodyDeadlines.forget(task)
     if declared is not None and len(body) != declared:
         raise ClientAborted(f"the client sent {len(body)} of the {declared} bytes it declared")
     return body
+
+
+class _BodyDeadlines:
+    """Body deadlines without a timer per request: `asyncio.timeout` costs ~3.5 us a use (2% of
+    a proxied request's CPU); one sweep per event loop every 0.25 s cancels the reads that are
+    late instead, and the read turns that cancellation into a 408. A read that finished has
+    already left the table (it leaves synchronously, before its next await), so only a read
+    still waiting on the client can be cancelled."""
+
+    deadlines: ClassVar[dict[asyncio.Task[Any], float]] = {}
+    late: ClassVar[set[asyncio.Task[Any]]] = set()
+    sweeping: ClassVar[set[asyncio.AbstractEventLoop]] = set()
+
+    @classmethod
+    def watch(cls, task: asyncio.Task[Any], timeout_s: float) -> None:
+        loop = task.get_loop()
+        cls.deadlines[task] = loop.time() + timeout_s
+        if loop not in cls.sweeping:
+            cls.sweeping.add(loop)
+            loop.call_later(0.25, cls._sweep, loop)
+
+    @classmethod
+    def forget(cls, task: asyncio.Task[Any]) -> None:
+        cls.deadlines.pop(task, None)
+        cls.late.discard(task)
+
+    @classmethod
+    def expired(cls, task: asyncio.Task[Any]) -> bool:
+        return task in cls.late
+
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        mine = [t for t in cls.deadlines if t.get_loop() is loop]
+        for task in mine:
+            if cls.deadlines[task] <= now and task not in cls.late:
+                cls.late.add(task)
+                task.cancel()
+        if mine and not loop.is_closed():
+            loop.call_later(0.25, cls._sweep, loop)
+        else:
+            cls.sweeping.discard(loop)
 
 
 async def _read_all(message: Any, receive: Receive, limit: int) -> bytes:
