@@ -30,7 +30,6 @@ __all__ = [
     "record_rejected",
     "refused",
     "settle_usage",
-    "submit",
 ]
 
 _JSON: Header = (b"content-type", b"application/json")
@@ -80,10 +79,6 @@ def settle_usage(
     return cost
 
 
-def submit(shared: Shared, record: RequestRecord) -> None:
-    shared.sink.submit(record)
-
-
 def _answered_by(ctx: RequestContext, cand: Candidate, response: httpx.Response) -> list[Header]:
     record = ctx.record
     record.provider, record.upstream_model = cand.provider.name, cand.upstream_model
@@ -119,7 +114,7 @@ def client_error(
     ctx.record.error_code = "upstream_client_error"
     ctx.record.error_message = content[:500].decode("utf-8", "replace")
     _timing(ctx, headers)
-    submit(shared, ctx.record)
+    shared.sink.submit(ctx.record)
     return GatewayResponse(response.status_code, headers, content)
 
 
@@ -145,7 +140,7 @@ def refused(shared: Shared, ctx: RequestContext, exc: ArbstrError) -> GatewayRes
     record.status, record.success = exc.status, False
     record.error_code, record.error_message = exc.code, exc.message
     record.latency_ms = ms(elapsed)
-    submit(shared, record)
+    shared.sink.submit(record)
     return GatewayResponse(exc.status, headers, exc.body())
 
 
@@ -154,4 +149,4 @@ def record_rejected(shared: Shared, meta: RequestMeta, endpoint: str, exc: Arbst
     record = RequestRecord(id=meta.request_id, timestamp=meta.wall, model=None, endpoint=endpoint)
     record.status, record.error_code, record.error_message = exc.status, exc.code, exc.message
     record.latency_ms = ms(time.monotonic() - meta.started)
-    submit(shared, record)
+    shared.sink.submit(record)

@@ -17,7 +17,7 @@ import msgspec
 
 from arbstr.pipeline.attempts import AttemptResult, run_attempts
 from arbstr.pipeline.context import GatewayResponse, RequestContext, Shared
-from arbstr.pipeline.finish import client_error, common_headers, ms, settle_usage, submit
+from arbstr.pipeline.finish import client_error, common_headers, ms, settle_usage
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView
 from arbstr.upstream.client import Upstream, error_kind
@@ -203,4 +203,4 @@ async def _relay(
         record.error_code, record.error_message = error_code, error_message
         record.latency_ms = ms(now - ctx.meta.started)
         record.stream_duration_ms = ms(now - stream_started)
-        submit(shared, record)
+        shared.sink.submit(record)
