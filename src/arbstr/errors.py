@@ -9,16 +9,20 @@ __all__ = [
     "AllProvidersFailed",
     "AllRateLimited",
     "ArbstrError",
+    "AuthRequired",
     "BadRequest",
+    "BudgetExceeded",
     "ClientAborted",
     "ErrorBody",
     "ErrorEnvelope",
+    "Forbidden",
     "InvalidJson",
     "ModelNotAllowed",
     "ModelNotFound",
     "NoProviderMatchesPolicy",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "RequestTimeout",
     "UpstreamTimeout",
     "error_body",
@@ -143,3 +147,33 @@ class UpstreamTimeout(ArbstrError):
     status = 504
     type = "server_error"
     code = "upstream_timeout"
+
+
+class AuthRequired(ArbstrError):
+    """401: missing, unknown, malformed (`invalid_api_key`), expired or inactive key."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ArbstrError):
+    """403: the key is known but may not do this (`project_inactive`, `model_not_allowed`)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class BudgetExceeded(ArbstrError):
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class RateLimited(ArbstrError):
+    """429 of a key or project limit (`rate_limited`, `request_limit_exceeded`)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
