@@ -1,8 +1,8 @@
 """The layering, enforced: no module imports a layer above its own (ADR 0001, ADR 0010).
 
 Layers, bottom up; a module may import its own layer and any below it, never above:
-  0 data:        errors, secrets, config, ids, schemas, recording.record
-  1 parts:       routing, reliability, upstream, stores, recording.writer, telemetry, sim
+  0 data:        errors, secrets, config, ids, schemas, recording.record, keys.model
+  1 parts:       routing, reliability, upstream, stores, recording.writer, telemetry, sim, keys
   1b load:       loadgen (a load client over the parts, for `arbstr bench`)
   2 pipeline:    pipeline
   3 facade:      gateway, views, serving
@@ -22,8 +22,8 @@ import pytest
 SRC = Path(__file__).parents[2] / "src" / "arbstr"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "secrets", "config", "ids", "schemas", "recording.record", "recording"),
-    ("routing", "reliability", "upstream", "stores", "recording.writer", "telemetry", "sim"),
+    ("errors", "secrets", "config", "ids", "schemas", "recording.record", "recording", "keys.model"),
+    ("routing", "reliability", "upstream", "stores", "recording.writer", "telemetry", "sim", "keys"),
     ("loadgen",),
     ("pipeline",),
     ("gateway", "views", "serving"),

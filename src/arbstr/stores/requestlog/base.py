@@ -40,6 +40,8 @@ class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):
     until: float
     model: str | None = None
     provider: str | None = None
+    key_id: str | None = None
+    project_id: str | None = None
 
 
 class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +49,8 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     until: float
     model: str | None = None
     provider: str | None = None
+    key_id: str | None = None
+    project_id: str | None = None
     success: bool | None = None
     streaming: bool | None = None
     sort: SortColumn = "timestamp"
@@ -190,6 +194,8 @@ class RequestDetail(msgspec.Struct, omit_defaults=True):
     chain: str | None = None
     policy: str | None = None
     key_id: str | None = None
+    project_id: str | None = None
+    charged_sats: float | None = None
     stream_status: str | None = None
     error: ErrorDetail | None = None
     attempts: list[AttemptRow] = msgspec.field(default_factory=list)
@@ -221,6 +227,10 @@ class RequestLog(Protocol):
     async def get(self, request_id: str) -> RequestDetail | None: ...
 
     async def count(self) -> int: ...
+
+    async def spend(
+        self, scope: str, since: float, ids: Sequence[str] | None = None
+    ) -> dict[str, tuple[float, int, float]]: ...
 
     async def ping(self) -> bool: ...
 

@@ -10,15 +10,18 @@ from typing import Any
 from arbstr.recording.record import RequestRecord
 from arbstr.stores.pg import DDL_LOCK, create_schema
 from arbstr.stores.requestlog.base import MigrationStatus
-from arbstr.stores.requestlog.schema import MIGRATIONS
+from arbstr.stores.requestlog.schema import MIGRATIONS, key_rollup_rows
 from arbstr.stores.requestlog.sql import (
     INSERT_ATTEMPT,
     INSERT_REQUEST,
     UPSERT_ROLLUP,
+    upsert_key_rollup,
     SqlRequestLog,
 )
 
 __all__ = ["PostgresRequestLog"]
+
+_UPSERT_KEYS = upsert_key_rollup("GREATEST")
 
 
 @lru_cache(maxsize=256)
@@ -96,6 +99,9 @@ class PostgresRequestLog(SqlRequestLog):
             rollups = self.rollups(rollups_of)
             if rollups:
                 await conn.executemany(_dollar(UPSERT_ROLLUP), rollups)
+            keyed = key_rollup_rows(rollups_of)
+            if keyed:
+                await conn.executemany(_dollar(_UPSERT_KEYS), keyed)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         pool = await self._ensure()

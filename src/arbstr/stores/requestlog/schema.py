@@ -13,9 +13,11 @@ __all__ = [
     "HIST_EDGES_MS",
     "MIGRATIONS",
     "REQUEST_COLUMNS",
+    "KEY_ROLLUP_EXTRA",
     "ROLLUP_SUMS",
     "attempt_rows",
     "hour_of",
+    "key_rollup_rows",
     "request_row",
     "rollup_rows",
 ]
@@ -25,8 +27,10 @@ REQUEST_COLUMNS = (
     "streaming", "success", "status", "error_code", "error_message", "input_tokens",
     "cached_tokens", "output_tokens", "reasoning_tokens", "cost_sats", "provider_cost_sats",
     "savings_sats", "latency_ms", "ttft_ms", "stream_duration_ms", "overhead_ms", "stream_status",
-    "attempt_count",
+    "attempt_count", "project_id", "charged_sats",
 )  # fmt: skip
+# migration 0001 is frozen: the columns it created (0002 added project_id and charged_sats)
+_V1_COLUMNS = REQUEST_COLUMNS[:-2]
 ATTEMPT_COLUMNS = (
     "request_id",
     "seq",
@@ -57,7 +61,7 @@ ROLLUP_SUMS = (
 
 def _ddl(real: str, text_pk: str) -> list[str]:
     req_cols = ", ".join(
-        f"{c} {_type(c, real)}" + (f" {text_pk}" if c == "id" else "") for c in REQUEST_COLUMNS
+        f"{c} {_type(c, real)}" + (f" {text_pk}" if c == "id" else "") for c in _V1_COLUMNS
     )
     hist = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in HIST_COLUMNS)
     return [
@@ -91,6 +95,7 @@ def _type(column: str, real: str) -> str:
         "chain",
         "policy",
         "key_id",
+        "project_id",
         "endpoint",
         "error_code",
         "error_message",
@@ -111,6 +116,31 @@ def _type(column: str, real: str) -> str:
     return real + (" NOT NULL" if column == "ts" else "")
 
 
+KEY_ROLLUP_EXTRA = ("charged_sats", "admitted", "last_ts")
+
+
+def _keys_ddl(real: str) -> list[str]:
+    """Per-key spend and usage: the ledger budgets and `/admin/keys/{id}/usage` read."""
+    hist = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in HIST_COLUMNS)
+    return [
+        "ALTER TABLE requests ADD COLUMN project_id TEXT",
+        f"ALTER TABLE requests ADD COLUMN charged_sats {real}",
+        f"CREATE TABLE IF NOT EXISTS requests_hourly_keys (hour {real} NOT NULL, "
+        "key_id TEXT NOT NULL, project_id TEXT, model TEXT NOT NULL, provider TEXT NOT NULL, "
+        "total INTEGER NOT NULL DEFAULT 0, success INTEGER NOT NULL DEFAULT 0, error INTEGER "
+        "NOT NULL DEFAULT 0, streaming INTEGER NOT NULL DEFAULT 0, input_tokens INTEGER NOT NULL "
+        f"DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0, cost_sats {real} NOT NULL "
+        f"DEFAULT 0, savings_sats {real} NOT NULL DEFAULT 0, latency_sum_ms {real} NOT NULL "
+        f"DEFAULT 0, latency_count INTEGER NOT NULL DEFAULT 0, {hist}, charged_sats {real} NOT "
+        f"NULL DEFAULT 0, admitted INTEGER NOT NULL DEFAULT 0, last_ts {real} NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (hour, key_id, model, provider))",
+        "CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key_id, ts)",
+        "CREATE INDEX IF NOT EXISTS requests_project_ts ON requests (project_id, ts)",
+        "CREATE INDEX IF NOT EXISTS requests_hourly_keys_project "
+        "ON requests_hourly_keys (project_id, hour)",
+    ]
+
+
 # (version, name, statements per dialect)
 MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (1, "0001_requests_attempts_rollup", {
@@ -122,6 +152,10 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             "CREATE INDEX IF NOT EXISTS requests_latency_desc "
             "ON requests (latency_ms DESC NULLS LAST)",
         ],
+    }),
+    (2, "0002_project_id_charged_key_rollup", {
+        "sqlite": _keys_ddl("REAL"),
+        "postgres": _keys_ddl("DOUBLE PRECISION"),
     }),
 ]  # fmt: skip
 
@@ -137,6 +171,7 @@ def request_row(r: RequestRecord) -> tuple[Any, ...]:
         r.input_tokens, r.cached_tokens, r.output_tokens, r.reasoning_tokens, r.cost_sats,
         r.provider_cost_sats, r.savings_sats, r.latency_ms, r.ttft_ms, r.stream_duration_ms,
         r.overhead_ms, r.stream_status, sum(1 for a in r.attempts if a.skipped is None),
+        r.project_id, r.charged_sats,
     )  # fmt: skip
 
 
@@ -147,6 +182,46 @@ def attempt_rows(r: RequestRecord) -> list[tuple[Any, ...]]:
     ]
 
 
+def _sums(r: RequestRecord, sums: list[float]) -> None:
+    sums[0] += 1
+    sums[1 if r.success else 2] += 1
+    sums[3] += int(r.streaming)
+    sums[4] += r.input_tokens or 0
+    sums[5] += r.output_tokens or 0
+    sums[6] += r.cost_sats or 0.0
+    sums[7] += r.savings_sats or 0.0
+    if r.latency_ms is not None:
+        sums[8] += r.latency_ms
+        sums[9] += 1
+        sums[10 + bisect.bisect_left(HIST_EDGES_MS, r.latency_ms)] += 1
+
+
+def key_rollup_rows(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
+    """One row per (hour, key, model, provider): the rollup's sums, then what was charged,
+    how many requests were admitted, and the last request's time."""
+    acc: dict[tuple[float, str, str, str], tuple[str | None, list[float]]] = {}
+    n = len(ROLLUP_SUMS)
+    for r in records:
+        if r.key_id is None:
+            continue
+        key = (hour_of(r.timestamp), r.key_id, r.model or "", r.provider or "")
+        entry = acc.get(key)
+        if entry is None:
+            entry = acc[key] = (r.project_id, [0.0] * (n + 3))
+        sums = entry[1]
+        _sums(r, sums)
+        if r.charged_sats is not None:
+            sums[n] += r.charged_sats
+            sums[n + 1] += 1
+        sums[n + 2] = max(sums[n + 2], r.timestamp)
+    out = []
+    float_cols = {6, 7, 8, n, n + 2}
+    for (hour, key_id, model, provider), (project_id, sums) in acc.items():
+        vals = [s if i in float_cols else int(s) for i, s in enumerate(sums)]
+        out.append((hour, key_id, project_id, model, provider, *vals))
+    return out
+
+
 def rollup_rows(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
     """One row per (hour, model, provider) with the sums of this batch."""
     acc: dict[tuple[float, str, str], list[float]] = {}
@@ -155,17 +230,7 @@ def rollup_rows(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
         sums = acc.get(key)
         if sums is None:
             sums = acc[key] = [0.0] * len(ROLLUP_SUMS)
-        sums[0] += 1
-        sums[1 if r.success else 2] += 1
-        sums[3] += int(r.streaming)
-        sums[4] += r.input_tokens or 0
-        sums[5] += r.output_tokens or 0
-        sums[6] += r.cost_sats or 0.0
-        sums[7] += r.savings_sats or 0.0
-        if r.latency_ms is not None:
-            sums[8] += r.latency_ms
-            sums[9] += 1
-            sums[10 + bisect.bisect_left(HIST_EDGES_MS, r.latency_ms)] += 1
+        _sums(r, sums)
     out = []
     for (hour, model, provider), sums in acc.items():
         ints = [s if i in (6, 7, 8) else int(s) for i, s in enumerate(sums)]

@@ -36,6 +36,7 @@ from arbstr.stores.requestlog.base import (
 )
 from arbstr.stores.requestlog.schema import (
     HIST_EDGES_MS,
+    KEY_ROLLUP_EXTRA,
     REQUEST_COLUMNS,
     ROLLUP_SUMS,
     attempt_rows,
@@ -44,7 +45,7 @@ from arbstr.stores.requestlog.schema import (
     rollup_rows,
 )
 
-__all__ = ["SqlRequestLog", "iso"]
+__all__ = ["SqlRequestLog", "iso", "upsert_key_rollup"]
 
 EXACT_PERCENTILE_ROWS = 20_000
 # whitelists: nothing a client sends is ever spliced into SQL except through these maps
@@ -70,6 +71,19 @@ UPSERT_ROLLUP = (
 )
 
 
+
+def upsert_key_rollup(greatest: str) -> str:
+    """The per-key rollup's upsert; `greatest` is the dialect's two-argument max."""
+    cols = (*ROLLUP_SUMS, *KEY_ROLLUP_EXTRA)
+    sets = [f"{c} = requests_hourly_keys.{c} + excluded.{c}" for c in cols if c != "last_ts"]
+    sets.append(f"last_ts = {greatest}(requests_hourly_keys.last_ts, excluded.last_ts)")
+    return (
+        f"INSERT INTO requests_hourly_keys (hour, key_id, project_id, model, provider, "
+        f"{', '.join(cols)}) VALUES (?, ?, ?, ?, ?, {', '.join('?' for _ in cols)}) "
+        "ON CONFLICT (hour, key_id, model, provider) DO UPDATE SET " + ", ".join(sets)
+    )
+
+
 def iso(ts: float) -> str:
     """ISO 8601 UTC with milliseconds, always the same width: `2026-12-01T08:15:00.250Z`."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -84,6 +98,12 @@ def _filters(q: StatsQuery | ListQuery, time_col: str = "ts") -> tuple[str, list
     if q.provider is not None:
         where.append("provider = ?")
         params.append(q.provider)
+    if q.key_id is not None:
+        where.append("key_id = ?")
+        params.append(q.key_id)
+    if q.project_id is not None:
+        where.append("project_id = ?")
+        params.append(q.project_id)
     if isinstance(q, ListQuery):
         if q.success is not None:
             where.append("success = ?")
@@ -92,6 +112,10 @@ def _filters(q: StatsQuery | ListQuery, time_col: str = "ts") -> tuple[str, list
             where.append("streaming = ?")
             params.append(int(q.streaming))
     return "".join(f" AND {w}" for w in where), params
+
+
+def _rollup_table(q: StatsQuery) -> str:
+    return "requests_hourly_keys" if q.key_id or q.project_id else "requests_hourly"
 
 
 def _percentile_from_hist(hist: Sequence[float], q: float) -> float | None:
@@ -200,7 +224,7 @@ class SqlRequestLog(abc.ABC):
         if h1 > h0:
             edges = [(q.since, h0), (h1, q.until)]
             rows = await self.fetch(
-                f"SELECT {gsel}{_ROLLUP_SUMS} FROM requests_hourly "
+                f"SELECT {gsel}{_ROLLUP_SUMS} FROM {_rollup_table(q)} "
                 f"WHERE hour >= ? AND hour < ?{cond}{gby}",
                 [h0, h1, *params],
             )
@@ -311,7 +335,7 @@ class SqlRequestLog(abc.ABC):
             edges = [(q.since, h0), (h1, q.until)]
             sums = ", ".join(f"SUM({c})" for c in ROLLUP_SUMS[:10])
             rows += await self.fetch(
-                f"SELECT {start_hour} * {size} AS b, {sums} FROM requests_hourly "
+                f"SELECT {start_hour} * {size} AS b, {sums} FROM {_rollup_table(q)} "
                 f"WHERE hour >= ? AND hour < ?{cond} GROUP BY b",
                 [h0, h1, *params],
             )
@@ -324,6 +348,27 @@ class SqlRequestLog(abc.ABC):
                 )
         return rows
 
+    # ---- the ledger of virtual keys -----------------------------------------------------
+    async def spend(
+        self, scope: str, since: float, ids: Sequence[str] | None = None
+    ) -> dict[str, tuple[float, int, float]]:
+        """`{key or project id: (charged sats, admitted requests, last request time)}` since
+        an hour boundary (budget periods start on one), from the per-key rollup."""
+        column = {"key": "key_id", "project": "project_id"}[scope]
+        cond, params = "", [hour_of(since)]
+        if ids is not None:
+            if not ids:
+                return {}
+            cond = f" AND {column} IN ({', '.join('?' for _ in ids)})"
+            params += list(ids)
+        rows = await self.fetch(
+            f"SELECT {column}, SUM(charged_sats), SUM(admitted), MAX(last_ts) "
+            f"FROM requests_hourly_keys WHERE hour >= ?{cond} AND {column} IS NOT NULL "
+            f"GROUP BY {column}",
+            params,
+        )
+        return {r[0]: (float(r[1] or 0), int(r[2] or 0), float(r[3] or 0)) for r in rows}
+
     # ---- request browser ----------------------------------------------------------------
     async def list(self, query: ListQuery) -> Page:
         cond, params = _filters(query)
@@ -331,7 +376,12 @@ class SqlRequestLog(abc.ABC):
         offset = (query.page - 1) * query.per_page
         if query.success is None and query.streaming is None:
             stats_q = StatsQuery(
-                since=query.since, until=query.until, model=query.model, provider=query.provider
+                since=query.since,
+                until=query.until,
+                model=query.model,
+                provider=query.provider,
+                key_id=query.key_id,
+                project_id=query.project_id,
             )
             total = int((await self._accumulate(stats_q, None)).get("", _Acc()).sums[0])
         else:
@@ -407,6 +457,8 @@ def _detail(row: dict[str, Any], attempts: list[AttemptRow]) -> RequestDetail:
         chain=row["chain"],
         policy=row["policy"],
         key_id=row["key_id"],
+        project_id=row["project_id"],
+        charged_sats=row["charged_sats"],
         stream_status=row["stream_status"],
         error=error,
         attempts=attempts,

@@ -17,15 +17,18 @@ import sqlite_utils
 
 from arbstr.recording.record import RequestRecord
 from arbstr.stores.requestlog.base import MigrationStatus
-from arbstr.stores.requestlog.schema import MIGRATIONS
+from arbstr.stores.requestlog.schema import MIGRATIONS, key_rollup_rows
 from arbstr.stores.requestlog.sql import (
     INSERT_ATTEMPT,
     INSERT_REQUEST,
     UPSERT_ROLLUP,
+    upsert_key_rollup,
     SqlRequestLog,
 )
 
 __all__ = ["SqliteRequestLog"]
+
+_UPSERT_KEYS = upsert_key_rollup("MAX")
 
 
 _SLICE = 32  # rows per executemany: about 0.4 ms of writer CPU (index upkeep) at a time
@@ -177,6 +180,7 @@ class SqliteRequestLog(SqlRequestLog):
             _in_slices(conn, INSERT_REQUEST, requests, behind)
             _in_slices(conn, INSERT_ATTEMPT, attempts, behind)
             conn.executemany(UPSERT_ROLLUP, self.rollups(records))
+            conn.executemany(_UPSERT_KEYS, key_rollup_rows(records))
             conn.execute("COMMIT")
         except BaseException:
             # SQLite rolls back by itself on some errors (a full disk): only roll back what is
