@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
 
+from arbstr.api.admin import ADMIN_ROUTES
 from arbstr.api.deps import dependencies
 from arbstr.api.errors import exception_handlers
 from arbstr.api.front import ArbstrApp
@@ -26,11 +28,15 @@ from arbstr.api.openapi import document_proxy_routes, openapi_config
 from arbstr.api.stats import get_request, list_requests, stats, timeseries
 from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
+from arbstr.keys.admin import KeyAdmin
+from arbstr.keys.crypto import Cipher
+from arbstr.keys.runtime import KeyService
 from arbstr.recording.record import RecordSink
 from arbstr.recording.writer import Recorder
 from arbstr.reliability.health import ProviderHealth
 from arbstr.reliability.sync import StateSync
 from arbstr.routing.resolve import list_models as configured_models
+from arbstr.stores.keys import KeyStore, open_key_store
 from arbstr.stores.requestlog import RequestLog, open_request_log
 from arbstr.stores.state import StateStore, open_state_store
 from arbstr.stores.urls import sqlite_path
@@ -48,6 +54,7 @@ def create_app(
     sink: RecordSink | None = None,
     state_store: StateStore | None = None,
     request_log: RequestLog | None = None,
+    key_store: KeyStore | None = None,
 ) -> ArbstrApp:
     """Build the ASGI app; the shared client, stores, recorder and gateway live in the lifespan.
 
@@ -91,6 +98,19 @@ def create_app(
         gateway.ready_checks["recorder"] = recorder_ready
         app.state.gateway = gateway
         app.state.views = Views(gateway.shared)
+        keys_db = key_store or open_key_store(db.effective_url)
+        if db.migrate_on_start:
+            await keys_db.migrate()
+        gateway.ready_checks["key_store"] = keys_db.ping
+        keys = await _start_keys(settings, keys_db, log_store, gateway)
+        app.state.key_service = keys
+        app.state.key_admin = KeyAdmin(
+            keys_db,
+            log_store,
+            {p.name for p in settings.providers},
+            keys.cipher if keys is not None else Cipher.from_env(),
+            changed=keys.refresh_now if keys is not None else None,
+        )
         sync: StateSync | None = None
         if settings.config.state.backend == "database":
             store = state_store or open_state_store(settings.config.database.effective_url)
@@ -111,6 +131,9 @@ def create_app(
                 await sync.aclose()
             await upstream.aclose()
             await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
+            if keys is not None:
+                await keys.aclose()
+            await keys_db.aclose()
             await log_store.aclose()
             if refresher is not None:
                 refresher.cancel()
@@ -132,6 +155,7 @@ def create_app(
             timeseries,
             list_requests,
             get_request,
+            *ADMIN_ROUTES,
         ],
         dependencies=dependencies,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
@@ -141,6 +165,32 @@ def create_app(
     )
     document_proxy_routes(app)
     return app
+
+
+async def _start_keys(
+    settings: Settings, store: KeyStore, log_store: RequestLog, gateway: Gateway
+) -> KeyService | None:
+    """Virtual keys when `[auth] enabled`: the mirror loaded, the meters seeded."""
+    auth = settings.config.auth
+    if not auth.enabled:
+        return None
+    shared_usage = settings.config.state.backend == "database" or (
+        int(os.environ.get("ARBSTR_WORKERS", "1") or 1) > 1
+    )
+    keys = KeyService(
+        store,
+        log_store,
+        settings.admin_token,
+        shared_usage=shared_usage,
+        failure_burst=auth.failure_burst,
+        failure_window_s=auth.failure_window_s,
+        refresh_interval_s=auth.refresh_interval_s,
+        cipher=Cipher.from_env(),
+    )
+    keys.on_secret = gateway.shared.scrubber.add
+    await keys.start()
+    gateway.shared.keys = keys
+    return keys
 
 
 async def _refresh(metrics: Metrics, every_s: float = 1.0) -> None:

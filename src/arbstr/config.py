@@ -159,6 +159,9 @@ class PoliciesConfig(_Base):
 class AuthConfig(_Base):
     enabled: bool = False
     admin_token: str | None = None
+    failure_burst: int = 20  # auth failures from one address before it gets 429s
+    failure_window_s: float = 60.0  # ... within this long; also the audit row's span
+    refresh_interval_s: float = 0.25  # how often each process polls the key-store version
 
 
 class LoggingConfig(_Base):
@@ -402,13 +405,19 @@ def _validate(
             admin = ApiKey(clean_key(value, "the admin token")) if value.strip() else None
         except SecretError as e:
             raise fail("auth.admin_token", str(e)) from None
-    if config.auth.enabled:
-        # accepted and ignored, it would promise a protection that does not exist
+    if config.auth.enabled and admin is None:
         raise fail(
-            "auth.enabled",
-            "virtual keys and admin authentication are not available in this version yet; "
-            "set enabled = false and keep the gateway on a trusted network",
+            "auth.admin_token",
+            'auth.enabled = true needs an admin token (e.g. admin_token = "${ARBSTR_ADMIN_TOKEN}")',
         )
+    if admin is not None and admin.reveal().startswith("sk-arb-"):
+        raise fail("auth.admin_token", "must not look like a virtual key (sk-arb-...)")
+    if admin is not None and len(admin.reveal()) < 16:
+        raise fail("auth.admin_token", "must be at least 16 characters")
+    if config.auth.failure_burst < 1:
+        raise fail("auth.failure_burst", "must be at least 1")
+    if not 0.05 <= config.auth.refresh_interval_s <= 1.0:
+        raise fail("auth.refresh_interval_s", "must be between 0.05 and 1.0 s")
     if config.database.log_bodies:
         raise fail("database.log_bodies", "storing prompt and completion bodies is not available")
     if not config.logging.log_requests:

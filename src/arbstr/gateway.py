@@ -45,7 +45,7 @@ class Gateway:
         """Answer one chat completion request, JSON or a stream; never raises."""
         ctx = RequestContext.start(body, meta, "chat")
         try:
-            admit(self.shared, ctx, CHAT_STEPS)
+            await admit(self.shared, ctx, CHAT_STEPS)
             if ctx.streaming:
                 return await answer_stream(self.shared, ctx)
             return await answer_json(self.shared, ctx)
@@ -56,7 +56,7 @@ class Gateway:
         """Answer one embeddings request, priced on input tokens only; never raises."""
         ctx = RequestContext.start(body, meta, "embeddings")
         try:
-            admit(self.shared, ctx, EMBEDDINGS_STEPS)
+            await admit(self.shared, ctx, EMBEDDINGS_STEPS)
             return await answer_json(self.shared, ctx)
         except ArbstrError as exc:
             return refused(self.shared, ctx, exc)

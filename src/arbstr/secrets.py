@@ -181,6 +181,13 @@ class Scrubber:
         self._text = sorted(values, key=len, reverse=True)
         self._raw = [v.encode() for v in self._text]
 
+    def add(self, secret: ApiKey) -> None:
+        """Scrub one more secret (a project's own upstream key, once it is loaded)."""
+        value = secret.reveal()
+        if len(value) >= 6 and value not in self._text:
+            self._text = sorted([*self._text, value], key=len, reverse=True)
+            self._raw = [v.encode() for v in self._text]
+
     def scrub(self, data: bytes) -> bytes:
         for secret in self._raw:
             if secret in data:

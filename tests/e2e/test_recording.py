@@ -74,6 +74,7 @@ def test_requests_are_recorded_and_queryable(stack: StackFactory, tmp_path: Path
     assert httpx.get(f"{s.url}/health/ready").json()["checks"] == {
         "request_log": True,
         "recorder": True,
+        "key_store": True,
     }
 
 

@@ -44,11 +44,25 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
     elif status == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
     elif isinstance(exc, ValidationException):
-        message = str(exc.detail)
+        message, param = _validation(exc)
+        return _response(status, error_body(message, type_, code, param))
     else:
         message = str(exc.detail)
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
     return _response(status, error_body(message, type_, code), headers or None)
+
+
+def _validation(exc: ValidationException) -> tuple[str, str | None]:
+    """Litestar's body validation, as one message naming the field (and `param`)."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = extra[0] if extra and isinstance(extra[0], dict) else None
+    if first is None:
+        return f"invalid request body: {exc.detail}", None
+    text, key = str(first.get("message", "")), str(first.get("key", ""))
+    if key in ("", "data") and "`" in text:  # unknown / missing field: named in the message
+        key = text.split("`")[1]
+    param = key or None
+    return f"invalid request body: {text}" + (f" - at `$.{key}`" if key else ""), param
 
 
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

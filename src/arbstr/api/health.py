@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from arbstr.api.auth import admin_only
 from arbstr.api.deps import GatewayDep, ViewsDep
 from arbstr.api.shapes import HealthReport, LiveReport, RateLimits, ReadyReport
 from arbstr.telemetry import Metrics
@@ -36,13 +37,13 @@ async def ready(gateway: GatewayDep) -> Response[ReadyReport]:
     return Response(report, status_code=200 if ok else 503)
 
 
-@get("/v1/ratelimits", sync_to_thread=False, tags=["operator"])
+@get("/v1/ratelimits", sync_to_thread=False, guards=[admin_only], tags=["operator"])
 def ratelimits(views: ViewsDep) -> RateLimits:
     """Per provider/model: available, tracking or exhausted, cooldown end, last quota."""
     return msgspec.convert({"ratelimits": views.ratelimits()}, RateLimits)
 
 
-@get("/metrics", sync_to_thread=False, name="metrics", tags=["operator"])
+@get("/metrics", sync_to_thread=False, name="metrics", guards=[admin_only], tags=["operator"])
 def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus text format: requests, errors, latency, overhead, tokens, cost, circuits."""
     metrics: Metrics = request.app.state.metrics

@@ -64,6 +64,13 @@ _QUERY: dict[str, tuple[str, str]] = {
     "streaming": ("boolean", "true | false | 1 | 0"),
     "sort": ("string", "timestamp | cost_sats | latency_ms"),
     "order": ("string", "asc | desc"),
+    "key_id": ("string", "only this virtual key's requests"),
+    "project_id": ("string", "only this project's (a virtual key: always its own)"),
+    "active": ("boolean", "only active (true) or revoked (false) keys"),
+    "action": ("string", "audit action, e.g. key.revoke"),
+    "actor": ("string", "admin | cli | key:<id> | anonymous"),
+    "outcome": ("string", "success | denied | error"),
+    "target": ("string", "the project or key id changed"),
 }
 _TYPES = {"string": OpenAPIType.STRING, "integer": OpenAPIType.INTEGER}
 _TYPES["boolean"] = OpenAPIType.BOOLEAN

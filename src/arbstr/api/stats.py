@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from litestar import Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 
+from arbstr.api.auth import admin_or_key, caller
 from arbstr.api.openapi import query_operation
 from arbstr.errors import BadRequest, NotFound
 from arbstr.stores.requestlog import RequestLog
@@ -28,18 +30,20 @@ __all__ = [
     "list_requests",
     "parse_list_query",
     "parse_stats_query",
+    "parse_time",
     "request_log_dependency",
     "stats",
     "timeseries",
 ]
 
+Q = TypeVar("Q", StatsQuery, ListQuery)
 MAX_MINUTE_SPAN_S = 2 * 86400
 MAX_PAGE = 1_000_000  # page x per_page stays far inside a 64-bit OFFSET
 RANGES = {"last_1h": 3600, "last_24h": 86400, "last_7d": 7 * 86400, "last_30d": 30 * 86400}
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 
-def _time(params: dict[str, str], name: str) -> float | None:
+def parse_time(params: dict[str, str], name: str) -> float | None:
     value = params.get(name)
     if value is None or value == "":
         return None
@@ -86,8 +90,8 @@ def parse_stats_query(params: dict[str, str], now: float | None = None) -> Stats
     """`range` or `since`/`until` (ISO 8601; `since` wins over `range`), `model`, `provider`."""
     now = time.time() if now is None else now
     window = RANGES[_choice(params, "range", tuple(RANGES), "last_7d")]
-    until = _time(params, "until") or now
-    since = _time(params, "since")
+    until = parse_time(params, "until") or now
+    since = parse_time(params, "since")
     if since is None:
         since = until - window
     if since >= until:
@@ -97,6 +101,8 @@ def parse_stats_query(params: dict[str, str], now: float | None = None) -> Stats
         until=until,
         model=params.get("model") or None,
         provider=params.get("provider") or None,
+        key_id=params.get("key_id") or None,
+        project_id=params.get("project_id") or None,
     )
 
 
@@ -108,6 +114,7 @@ def parse_list_query(params: dict[str, str], now: float | None = None) -> ListQu
     per_page = min(100, max(1, _int(params, "per_page", 20)))
     return ListQuery(
         since=base.since, until=base.until, model=base.model, provider=base.provider,
+        key_id=base.key_id, project_id=base.project_id,
         success=_bool(params, "success"), streaming=_bool(params, "streaming"),
         sort=_choice(params, "sort", ("timestamp", "cost_sats", "latency_ms"), "timestamp"),
         order=_choice(params, "order", ("asc", "desc"), "desc"),
@@ -130,26 +137,35 @@ def _params(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items()}
 
 
-_FILTERS = ("range", "since", "until", "model", "provider")
+_FILTERS = ("range", "since", "until", "model", "provider", "key_id", "project_id")
+_scoped: dict[str, Any] = {"guards": [admin_or_key], "dependencies": request_log_dependency}
+
+
+def _scope(request: Request[Any, Any, Any], query: Q) -> Q:
+    """A virtual key reads its own project's requests only, whatever it asked for."""
+    who = caller(request)
+    if who.admin:
+        return query
+    return msgspec.structs.replace(query, project_id=who.project_id)
 
 
 @get(
     "/v1/stats",
-    dependencies=request_log_dependency,
+    **_scoped,
     tags=["analytics"],
     operation_class=query_operation(*_FILTERS, "group_by"),
 )
 async def stats(request: Request[Any, Any, Any], request_log: RequestLogDep) -> StatsResult:
     """Totals, costs, latency percentiles and savings over a time range, optionally grouped."""
     params = _params(request)
-    query = parse_stats_query(params)
+    query = _scope(request, parse_stats_query(params))
     group = _choice(params, "group_by", ("model", "provider"), None)
     return await request_log.stats(query, group)
 
 
 @get(
     "/v1/stats/timeseries",
-    dependencies=request_log_dependency,
+    **_scoped,
     tags=["analytics"],
     operation_class=query_operation("bucket", *_FILTERS),
 )
@@ -162,7 +178,7 @@ async def timeseries(request: Request[Any, Any, Any], request_log: RequestLogDep
         # the stats default (7 days) is too wide for minutes: a minute series says which day
         # it covers in `since`/`until` instead of refusing a request that named no range
         params.setdefault("range", "last_24h")
-    query = parse_stats_query(params)
+    query = _scope(request, parse_stats_query(params))
     if bucket == "minute" and query.until - query.since > MAX_MINUTE_SPAN_S:
         raise BadRequest(
             "minute buckets cover at most 2 days; narrow since/until or use hour or day",
@@ -176,19 +192,24 @@ _LIST = (*_FILTERS, "success", "streaming", "sort", "order", "page", "per_page")
 
 @get(
     "/v1/requests",
-    dependencies=request_log_dependency,
+    **_scoped,
     tags=["analytics"],
     operation_class=query_operation(*_LIST),
 )
 async def list_requests(request: Request[Any, Any, Any], request_log: RequestLogDep) -> Page:
     """Recorded requests, filtered, sorted (whitelisted columns) and paged."""
-    return await request_log.list(parse_list_query(_params(request)))
+    return await request_log.list(_scope(request, parse_list_query(_params(request))))
 
 
-@get("/v1/requests/{request_id:str}", dependencies=request_log_dependency, tags=["analytics"])
-async def get_request(request_id: FromPath[str], request_log: RequestLogDep) -> RequestDetail:
+@get("/v1/requests/{request_id:str}", **_scoped, tags=["analytics"])
+async def get_request(
+    request: Request[Any, Any, Any], request_id: FromPath[str], request_log: RequestLogDep
+) -> RequestDetail:
     """One request: its `/v1/requests` row, every other recorded column, and its attempts."""
     detail = await request_log.get(request_id)
+    who = caller(request)
+    if detail is not None and not who.admin and detail.project_id != who.project_id:
+        detail = None  # another project's request: as if it did not exist
     if detail is None:
         raise NotFound(f"no request with id '{request_id}'", param="request_id")
     return detail

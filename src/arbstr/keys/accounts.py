@@ -54,9 +54,13 @@ class Accounts:
                 f"key {key.id} has used its {key.max_requests} requests",
                 code="request_limit_exceeded",
             )))  # fmt: skip
+        levels: tuple[tuple[str, KeyRow | ProjectRow, str], ...] = (
+            ("key", key, f"key:{key.id}"),
+            ("project", project, f"project:{project.id}"),
+        )
         minute = float(int(now // 60) * 60)
         wait = minute + 60 - now
-        for kind, row, scope in (("key", key, f"key:{key.id}"), ("project", project, f"project:{project.id}")):  # fmt: skip
+        for kind, row, scope in levels:
             if row.rpm is not None:
                 m = ms.meter(f"{scope}:rpm", minute, row.rpm, True)
                 out.append((m, 1, RateLimited(
@@ -67,7 +71,7 @@ class Accounts:
                 out.append((m, est_tokens, RateLimited(
                     f"{kind} {row.id} is over its tpm limit of {row.tpm}", retry_after=wait
                 )))  # fmt: skip
-        for kind, row, scope in (("key", key, f"key:{key.id}"), ("project", project, f"project:{project.id}")):  # fmt: skip
+        for kind, row, scope in levels:
             if row.budget_sats is not None:
                 window = period_start(row.budget_period, now)
                 m = ms.meter(f"{scope}:sats", window, row.budget_sats, False)

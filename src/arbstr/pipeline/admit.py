@@ -9,18 +9,20 @@ the fast path cannot skip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from arbstr.errors import BadRequest, InvalidJson
+from arbstr.pipeline.auth import authenticate, check_model, reserve
 from arbstr.pipeline.context import RequestContext, Shared
 from arbstr.schemas.chat import ChatView, EmbeddingsView, input_chars, last_user_text, prompt_chars
 
 __all__ = ["CHAT_STEPS", "EMBEDDINGS_STEPS", "AdmissionStep", "admit", "decode"]
 
-AdmissionStep = Callable[[Shared, RequestContext], None]
+# a step answers None, or an awaitable when it must wait (a usage lease near a cap)
+AdmissionStep = Callable[[Shared, RequestContext], Awaitable[None] | None]
 
 _chat_view = msgspec.json.Decoder(ChatView)
 _embed_view = msgspec.json.Decoder(EmbeddingsView)
@@ -82,11 +84,25 @@ def plan_route(shared: Shared, ctx: RequestContext) -> None:
     ctx.record.chain, ctx.record.policy = ctx.plan.chain, ctx.plan.policy
 
 
-CHAT_STEPS: tuple[AdmissionStep, ...] = (decode_chat, plan_route)
-EMBEDDINGS_STEPS: tuple[AdmissionStep, ...] = (decode_embeddings, plan_route)
+CHAT_STEPS: tuple[AdmissionStep, ...] = (
+    authenticate,
+    decode_chat,
+    check_model,
+    plan_route,
+    reserve,
+)
+EMBEDDINGS_STEPS: tuple[AdmissionStep, ...] = (
+    authenticate,
+    decode_embeddings,
+    check_model,
+    plan_route,
+    reserve,
+)
 
 
-def admit(shared: Shared, ctx: RequestContext, steps: Sequence[AdmissionStep]) -> None:
+async def admit(shared: Shared, ctx: RequestContext, steps: Sequence[AdmissionStep]) -> None:
     """Run each step in order; the first refusal raises."""
     for step in steps:
-        step(shared, ctx)
+        pending = step(shared, ctx)
+        if pending is not None:
+            await pending

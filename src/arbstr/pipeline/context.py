@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from arbstr.config import Settings
+from arbstr.keys.accounts import Reservation
+from arbstr.keys.model import KeyRow, ProjectRow
+from arbstr.keys.runtime import KeyService
 from arbstr.recording.record import RecordSink, RequestRecord
 from arbstr.reliability.health import ProviderHealth
 from arbstr.reliability.retry import RetryHeader
@@ -32,6 +35,9 @@ class RequestMeta:
     policy_header: str | None = None
     key_id: str | None = None
     wall: float = field(default_factory=time.time)
+    authorization: bytes | None = None  # the raw header value: read by `authenticate` only
+    client_ip: str | None = None
+    project_id: str | None = None  # set by `authenticate`: the project's own upstream keys
 
 
 @dataclass(slots=True)
@@ -61,6 +67,9 @@ class RequestContext:
     calls: int = 0  # upstream calls made (x-arbstr-attempts)
     upstream_s: float = 0.0  # time spent waiting on upstream calls and backoff sleeps
     bodies: dict[str, bytes] = field(default_factory=dict)  # rewritten body per upstream model
+    key: KeyRow | None = None  # the virtual key, once authenticated (auth on)
+    project: ProjectRow | None = None
+    reservation: Reservation | None = None
 
     @classmethod
     def start(cls, body: bytes, meta: RequestMeta, endpoint: str) -> RequestContext:
@@ -90,6 +99,7 @@ class Shared:
         self.max_sse_event_bytes = config.limits.max_sse_event_bytes
         self.body_timeout_s = config.limits.body_timeout_s
         self.scrubber = Scrubber([*(p.api_key for p in settings.providers), settings.admin_token])
+        self.keys: KeyService | None = None  # virtual keys (`[auth] enabled`), set by the app
         self._base_headers: dict[str, list[Header]] = {}
         for p in settings.providers:
             base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
@@ -104,10 +114,13 @@ class Shared:
     def headers(self, cand: Candidate, meta: RequestMeta) -> list[Header]:
         """The provider's own key, never the client's `Authorization`; the request id as
         `Idempotency-Key` so every retry of one request carries the same one."""
-        return [
-            *self._base_headers[cand.provider.name],
-            (b"idempotency-key", meta.request_id.encode()),
-        ]
+        base = self._base_headers[cand.provider.name]
+        if meta.project_id is not None and self.keys is not None:
+            own = self.keys.ring.upstream_key(meta.project_id, cand.provider.name)
+            if own is not None:  # the project brings its own key for this provider
+                base = [h for h in base if h[0] != b"authorization"]
+                base.append((b"authorization", f"Bearer {own.reveal()}".encode()))
+        return [*base, (b"idempotency-key", meta.request_id.encode())]
 
     def body_for(self, ctx: RequestContext, cand: Candidate) -> bytes:
         """The client's bytes with only `model` (chains) and `stream_options` rewritten."""

@@ -23,6 +23,7 @@ from arbstr.schemas.usage import Usage
 from arbstr.upstream.client import body_headers
 
 __all__ = [
+    "charge",
     "client_error",
     "common_headers",
     "json_answer",
@@ -39,9 +40,34 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def charge(shared: Shared, ctx: RequestContext, unknown: float | None = None) -> None:
+    """Settle a keyed request's reservation: the actual cost; `unknown` (its estimate, or what
+    a cut stream streamed) when the cost is not known; 0 when no upstream answered it."""
+    res = ctx.reservation
+    if res is None or shared.keys is None:
+        return
+    record = ctx.record
+    if record.cost_sats is not None:
+        charged = record.cost_sats
+    elif unknown is not None:
+        charged = unknown
+    elif record.success or record.error_code == "upstream_timeout":
+        charged = res.estimate_sats  # an answer, or a call that may have run: never 0
+    else:
+        charged = 0.0  # refused by every upstream, or an upstream 4xx: nothing was served
+    tokens = None
+    if record.input_tokens is not None and record.output_tokens is not None:
+        tokens = record.input_tokens + record.output_tokens
+    shared.keys.accounts.settle(res, charged, tokens)
+    record.charged_sats = round(charged, 6)
+
+
 def common_headers(ctx: RequestContext) -> list[Header]:
-    """`x-arbstr-request-id`, `x-arbstr-retries` (when any attempt failed), `x-arbstr-attempts`."""
+    """`x-arbstr-request-id`, `x-arbstr-retries` (when any attempt failed), `x-arbstr-attempts`,
+    and a keyed request's rate-limit and budget headers."""
     headers: list[Header] = [(b"x-arbstr-request-id", ctx.meta.request_id.encode())]
+    if ctx.reservation is not None:
+        headers.extend(ctx.reservation.headers)
     if ctx.retries is not None:
         value = ctx.retries.header()
         if value:
@@ -99,6 +125,7 @@ def json_answer(
     if cost is not None:
         headers.append((b"x-arbstr-cost-sats", format_sats(cost).encode()))
     _timing(ctx, headers)
+    charge(shared, ctx)
     shared.sink.submit(ctx.record)
     return GatewayResponse(result.response.status_code, headers, result.extra)
 
@@ -114,6 +141,7 @@ def client_error(
     ctx.record.error_code = "upstream_client_error"
     ctx.record.error_message = content[:500].decode("utf-8", "replace")
     _timing(ctx, headers)
+    charge(shared, ctx)
     shared.sink.submit(ctx.record)
     return GatewayResponse(response.status_code, headers, content)
 
@@ -140,6 +168,7 @@ def refused(shared: Shared, ctx: RequestContext, exc: ArbstrError) -> GatewayRes
     record.status, record.success = exc.status, False
     record.error_code, record.error_message = exc.code, exc.message
     record.latency_ms = ms(elapsed)
+    charge(shared, ctx)
     shared.sink.submit(record)
     return GatewayResponse(exc.status, headers, exc.body())
 

@@ -17,7 +17,8 @@ import msgspec
 
 from arbstr.pipeline.attempts import AttemptResult, run_attempts
 from arbstr.pipeline.context import GatewayResponse, RequestContext, Shared
-from arbstr.pipeline.finish import client_error, common_headers, ms, settle_usage
+from arbstr.pipeline.finish import charge, client_error, common_headers, ms, settle_usage
+from arbstr.routing.cost import expected_cost
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView
 from arbstr.upstream.client import Upstream, error_kind
@@ -116,6 +117,7 @@ async def _relay(
     chunk = first
     tail = b""
     delivered = False  # the outcome is decided: a client leaving during the last write is not news
+    events = 0  # events forwarded: a cut stream is charged one output token per event
     try:
         while True:
             out: list[bytes] = []
@@ -124,6 +126,7 @@ async def _relay(
                 action = observer.observe(event)
                 if action is EventAction.FORWARD:
                     out.append(event.raw)
+                    events += 1
                 elif action is EventAction.DONE:
                     # the upstream's own `[DONE]` goes through: SDKs stop reading there, so
                     # they never see the trailer below (raw SSE readers still do)
@@ -203,4 +206,8 @@ async def _relay(
         record.error_code, record.error_message = error_code, error_message
         record.latency_ms = ms(now - ctx.meta.started)
         record.stream_duration_ms = ms(now - stream_started)
+        if ctx.reservation is not None:
+            plan = ctx.plan
+            streamed = expected_cost(cand.provider, plan.in_est if plan else 0, events)
+            charge(shared, ctx, streamed)
         shared.sink.submit(record)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from piccolo.columns import BigInt, Boolean, Column, DoublePrecision, Integer, Text, Varchar
-from piccolo.table import Table, create_table_class
+from piccolo.table import create_table_class
 
 __all__ = ["SPECS", "Tables", "columns"]
 
@@ -91,7 +91,7 @@ class Tables:
     """The six table classes bound to one engine (and PostgreSQL schema)."""
 
     def __init__(self, engine: Any, schema: str | None) -> None:
-        made: dict[str, type[Table]] = {}
+        made: dict[str, Any] = {}
         for table in SPECS:
             made[table] = create_table_class(
                 CLASS_NAMES[table],

@@ -15,8 +15,8 @@ from arbstr.stores.requestlog.sql import (
     INSERT_ATTEMPT,
     INSERT_REQUEST,
     UPSERT_ROLLUP,
-    upsert_key_rollup,
     SqlRequestLog,
+    upsert_key_rollup,
 )
 
 __all__ = ["PostgresRequestLog"]

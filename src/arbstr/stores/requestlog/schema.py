@@ -11,9 +11,9 @@ from arbstr.recording.record import RequestRecord
 __all__ = [
     "ATTEMPT_COLUMNS",
     "HIST_EDGES_MS",
+    "KEY_ROLLUP_EXTRA",
     "MIGRATIONS",
     "REQUEST_COLUMNS",
-    "KEY_ROLLUP_EXTRA",
     "ROLLUP_SUMS",
     "attempt_rows",
     "hour_of",

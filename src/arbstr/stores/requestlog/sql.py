@@ -71,7 +71,6 @@ UPSERT_ROLLUP = (
 )
 
 
-
 def upsert_key_rollup(greatest: str) -> str:
     """The per-key rollup's upsert; `greatest` is the dialect's two-argument max."""
     cols = (*ROLLUP_SUMS, *KEY_ROLLUP_EXTRA)
@@ -355,7 +354,8 @@ class SqlRequestLog(abc.ABC):
         """`{key or project id: (charged sats, admitted requests, last request time)}` since
         an hour boundary (budget periods start on one), from the per-key rollup."""
         column = {"key": "key_id", "project": "project_id"}[scope]
-        cond, params = "", [hour_of(since)]
+        cond = ""
+        params: list[Any] = [hour_of(since)]
         if ids is not None:
             if not ids:
                 return {}
