@@ -44,6 +44,7 @@ class Stack:
     sims: SimCluster
     sink: MemorySink
     names: list[str]
+    app: Any = None
 
     def sim(self, name: str) -> Any:
         return self.sims.servers[self.names.index(name)]
@@ -147,16 +148,19 @@ def stack() -> Iterator[StackFactory]:
     """Start sims and a gateway: `stack(specs, head=..., tail=...)`; all stopped at teardown."""
     started: list[tuple[Any, GatewayThread]] = []
 
-    def make(specs: list[SimSpec], head: str = DEFAULT_HEAD, tail: str = "") -> Stack:
+    def make(
+        specs: list[SimSpec], head: str = DEFAULT_HEAD, tail: str = "", key_store: Any = None
+    ) -> Stack:
         cm = run_in_thread([s.profile for s in specs])
         sims = cm.__enter__()
         text = config_text(specs, sims.urls, head) + tail
         settings = parse_settings(text, source="test.toml", env={})
         sink = MemorySink()
-        gateway = GatewayThread(create_app(settings, sink=sink), settings.config.limits)
+        app = create_app(settings, sink=sink, key_store=key_store)
+        gateway = GatewayThread(app, settings.config.limits)
         started.append((cm, gateway))
         url = gateway.start()
-        return Stack(url=url, sims=sims, sink=sink, names=[s.name for s in specs])
+        return Stack(url=url, sims=sims, sink=sink, names=[s.name for s in specs], app=app)
 
     yield make
     for cm, gateway in reversed(started):

@@ -22,8 +22,26 @@ import pytest
 SRC = Path(__file__).parents[2] / "src" / "arbstr"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "secrets", "config", "ids", "schemas", "recording.record", "recording", "keys.model"),
-    ("routing", "reliability", "upstream", "stores", "recording.writer", "telemetry", "sim", "keys"),
+    (
+        "errors",
+        "secrets",
+        "config",
+        "ids",
+        "schemas",
+        "recording.record",
+        "recording",
+        "keys.model",
+    ),
+    (
+        "routing",
+        "reliability",
+        "upstream",
+        "stores",
+        "recording.writer",
+        "telemetry",
+        "sim",
+        "keys",
+    ),
     ("loadgen",),
     ("pipeline",),
     ("gateway", "views", "serving"),

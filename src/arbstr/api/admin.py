@@ -167,7 +167,10 @@ async def get_key(key_id: FromPath[str], key_admin: KeyAdminDep) -> KeyOut:
 
 @patch("/admin/keys/{key_id:str}", **_opts)
 async def update_key(
-    request: Request[Any, Any, Any], key_id: FromPath[str], data: JSONBody[KeyPatch], key_admin: KeyAdminDep
+    request: Request[Any, Any, Any],
+    key_id: FromPath[str],
+    data: JSONBody[KeyPatch],
+    key_admin: KeyAdminDep,
 ) -> KeyOut:
     return await key_admin.update_key(key_id, data, _actor(request))
 
@@ -190,7 +193,10 @@ async def delete_key(
 
 @post("/admin/keys/{key_id:str}/rotate", status_code=200, **_opts)
 async def rotate_key(
-    request: Request[Any, Any, Any], key_id: FromPath[str], data: JSONBody[RotateBody], key_admin: KeyAdminDep
+    request: Request[Any, Any, Any],
+    key_id: FromPath[str],
+    data: JSONBody[RotateBody],
+    key_admin: KeyAdminDep,
 ) -> KeyOut:
     """A new secret for the same id, limits and spend; the old one works for `grace_s`."""
     return await key_admin.rotate_key(key_id, data, _actor(request))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import Any
 
 from arbstr.keys.model import AuditEvent, new_id
 
@@ -32,13 +33,18 @@ class AuthThrottle:
         self._done: list[AuditEvent] = []
 
     def blocked(self, address: str, now: float | None = None) -> float | None:
-        """Seconds until `address` may try again, or None."""
+        """Seconds until `address` may try again (the attempt counts in its burst), or None."""
         b = self._bursts.get(address)
         if b is None or b.count < self.burst:
             return None
         now = time.time() if now is None else now
         left = b.first + self.window_s - now
-        return left if left > 0 else None
+        if left <= 0:
+            return None
+        b.count += 1
+        b.last = now
+        b.reasons["throttled"] = b.reasons.get("throttled", 0) + 1
+        return left
 
     def failed(self, address: str, reason: str, request_id: str | None = None) -> None:
         now = time.time()
@@ -58,21 +64,22 @@ class AuthThrottle:
     def _close(self, address: str, b: _Burst, pop: bool = True) -> None:
         if pop:
             self._bursts.pop(address, None)
-        for reason, count in b.reasons.items():
-            self._done.append(
-                AuditEvent(
-                    id=new_id(16),
-                    timestamp=b.first,
-                    actor="anonymous",
-                    action="auth.failure",
-                    target=reason,
-                    outcome="denied",
-                    client_ip=address,
-                    request_id=b.request_id,
-                    changes={"span_s": [0, round(b.last - b.first, 3)]},
-                    count=count,
-                )
+        changes: dict[str, list[Any]] = {r: [0, n] for r, n in sorted(b.reasons.items())}
+        changes["span_s"] = [0, round(b.last - b.first, 3)]
+        self._done.append(  # one row per burst: the count, and the count of each reason
+            AuditEvent(
+                id=new_id(16),
+                timestamp=b.first,
+                actor="anonymous",
+                action="auth.failure",
+                target=",".join(sorted(b.reasons)),
+                outcome="denied",
+                client_ip=address,
+                request_id=b.request_id,
+                changes=changes,
+                count=b.count,
             )
+        )
 
     def take_events(self, everything: bool = False) -> list[AuditEvent]:
         """Audit rows of the bursts that ended (all of them when `everything`)."""
