@@ -3,7 +3,6 @@ key store that counts the statements it is asked to run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,5 +92,5 @@ def keyed_fixture(
 
 
 @pytest.fixture
-def keyed(stack: StackFactory) -> Iterator[Keyed]:
-    yield keyed_fixture(stack)
+def keyed(stack: StackFactory) -> Keyed:
+    return keyed_fixture(stack)
