@@ -10,6 +10,7 @@ from arbstr import __version__
 from arbstr.cli.bench import bench
 from arbstr.cli.config_cmds import check, init, providers
 from arbstr.cli.data_cmds import db_app, requests, stats
+from arbstr.cli.keys_cmds import audit, keys_app, projects_app
 from arbstr.cli.serve import demo, serve
 
 __all__ = ["app", "main"]
@@ -49,7 +50,10 @@ app.command()(demo)
 app.command()(bench)
 app.command()(stats)
 app.command()(requests)
+app.command()(audit)
 app.add_typer(db_app, name="db")
+app.add_typer(projects_app, name="projects")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()

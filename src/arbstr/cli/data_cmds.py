@@ -200,6 +200,18 @@ def db_migrate(config: ConfigOpt = None) -> None:
         markup=False,
     )
 
+    async def keys() -> None:
+        from arbstr.stores.keys import open_key_store
+
+        store = open_key_store(settings.config.database.effective_url)
+        try:
+            await store.migrate()
+        finally:
+            await store.aclose()
+
+    asyncio.run(keys())
+    out.print("key store: migrated (projects, keys, audit)", markup=False)
+
 
 @db_app.command("status")
 def db_status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
