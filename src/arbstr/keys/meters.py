@@ -37,6 +37,7 @@ class Meter:
         "leasing",
         "left",
         "limit",
+        "lock",
         "scope",
         "touched",
         "used",
@@ -53,6 +54,7 @@ class Meter:
         self.leasing = False
         self.touched = 0.0
         self.integral = integral
+        self.lock: asyncio.Lock | None = None  # leased mode: one lease in flight per meter
 
     def remaining(self, leased: bool) -> float:
         if leased:
@@ -99,17 +101,25 @@ class Meters:
         return None
 
     async def take(self, m: Meter, amount: float) -> bool:
-        """The slow path: lease what is missing plus a slice, or exactly what is missing."""
+        """The slow path: lease what is missing plus a slice, or exactly what is missing.
+        Requests that miss together wait for one lease and share its slice, so a burst does
+        not scatter the remainder into slices nobody uses."""
         assert self.store is not None
-        need = amount - max(0.0, m.left)
-        slice_ = m.slice_for(need)
-        for ask in (need + slice_, need) if slice_ > 0 else (need,):
-            got = await self._lease(m, ask)
-            if got:
-                m.left += ask - amount
-                m.last_slice = ask - need
+        if m.lock is None:
+            m.lock = asyncio.Lock()
+        async with m.lock:
+            if m.left >= amount:  # the lease just before this one left enough
+                m.left -= amount
                 return True
-        return False
+            need = amount - max(0.0, m.left)
+            slice_ = m.slice_for(need)
+            for ask in (need + slice_, need) if slice_ > 0 else (need,):
+                got = await self._lease(m, ask)
+                if got:
+                    m.left += ask - amount
+                    m.last_slice = ask - need
+                    return True
+            return False
 
     def give(self, m: Meter, amount: float) -> None:
         """Return part of a reservation (positive) or charge more than reserved (negative)."""
