@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SLICE_FRACTION = 0.125  # of what remains, per lease
 IDLE_RETURN_S = 2.0  # an unused slice goes back after this long without a take
 LEASE_TIMEOUT_S = 2.0
+REFUSAL_MEMORY_S = 0.5  # a refused lease answers requests as large for this long, locally
 
 
 class Meter:
@@ -38,6 +39,7 @@ class Meter:
         "left",
         "limit",
         "lock",
+        "refused",
         "scope",
         "touched",
         "used",
@@ -55,6 +57,7 @@ class Meter:
         self.touched = 0.0
         self.integral = integral
         self.lock: asyncio.Lock | None = None  # leased mode: one lease in flight per meter
+        self.refused = (0.0, math.inf)  # (when, amount) of the last lease the store refused
 
     def remaining(self, leased: bool) -> float:
         if leased:
@@ -82,7 +85,8 @@ class Meters:
         if m is None:
             seed = self.seeds.get((scope, window), 0.0)
             m = self.meters[(scope, window)] = Meter(scope, window, limit, seed, integral)
-        m.limit = limit  # a PATCH changes it; the next take sees the new one
+        if m.limit != limit:  # a PATCH changed it: the next take sees the new one
+            m.limit, m.refused = limit, (0.0, math.inf)
         return m
 
     def try_take(self, m: Meter, amount: float) -> bool | None:
@@ -111,6 +115,9 @@ class Meters:
             if m.left >= amount:  # the lease just before this one left enough
                 m.left -= amount
                 return True
+            when, refused = m.refused
+            if amount >= refused and time.monotonic() - when < REFUSAL_MEMORY_S:
+                return False  # the store just refused as much: a flood at the cap stays local
             need = amount - max(0.0, m.left)
             slice_ = m.slice_for(need)
             for ask in (need + slice_, need) if slice_ > 0 else (need,):
@@ -135,6 +142,7 @@ class Meters:
             total = await self.store.lease(m.scope, m.window, amount, m.limit, self._seed(m))
         if total is None:
             m.used = max(m.used, m.limit - amount + (1 if m.integral else 1e-9))
+            m.refused = (time.monotonic(), amount)
             return False
         m.used = total
         return True

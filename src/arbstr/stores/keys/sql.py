@@ -373,13 +373,11 @@ class SqlKeyStore:
             "AND used + CAST({} AS DOUBLE PRECISION) <= CAST({} AS DOUBLE PRECISION) "
             "RETURNING used"
         )
-        rows = await self._raw(sql, float(amount), cid, float(amount), float(limit) + 1e-9)
-        if not rows:
-            exists = await self._raw(f"SELECT used FROM {table} WHERE id = {{}}", cid)
-            if exists:
-                return None
+        args = (float(amount), cid, float(amount), float(limit) + 1e-9)
+        rows = await self._raw(sql, *args)
+        if not rows:  # over the limit, or no counter yet: create it (seeded) and ask once more
             await self._ensure(cid, seed)
-            rows = await self._raw(sql, float(amount), cid, float(amount), float(limit) + 1e-9)
+            rows = await self._raw(sql, *args)
             if not rows:
                 return None
         return float(rows[0]["used"])
