@@ -109,8 +109,11 @@ def rss_mb(pid: int) -> float:
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%s
 wrk.body = [[%s]]
 """
+ADMIN = "bench-admin-token-not-secret-0123"
+KEY: dict[str, str] = {}  # --auth: the virtual key the load sends
 
 
 def parse_ms(text: str) -> float:
@@ -124,7 +127,8 @@ def parse_ms(text: str) -> float:
 def wrk(url: str, conc: int, duration: float, stream: bool, cpus: str | None) -> dict[str, Any]:
     body = dict(BODY, stream=stream)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA % json.dumps(body))
+        auth = f'wrk.headers["Authorization"] = "Bearer {KEY["key"]}"' if KEY else ""
+        f.write(LUA % (auth, json.dumps(body)))
         script = f.name
     cmd = [
         "wrk",
@@ -159,7 +163,16 @@ def wrk(url: str, conc: int, duration: float, stream: bool, cpus: str | None) ->
 
 
 def pyload(url: str, conc: int, duration: float, stream: bool) -> dict[str, Any]:
-    r = asyncio.run(run_load(url, concurrency=conc, duration_s=duration, stream=stream, requests=0))
+    r = asyncio.run(
+        run_load(
+            url,
+            concurrency=conc,
+            duration_s=duration,
+            stream=stream,
+            requests=0,
+            api_key=KEY["key"] if KEY and url.startswith(KEY["gateway"]) else None,
+        )
+    )
     return {
         "rps": r.rps,
         "requests": r.requests,
@@ -194,8 +207,9 @@ def measure(
     return result
 
 
-def config(upstream: str, db: str, transport: str) -> str:
-    return f"""
+def config(upstream: str, db: str, transport: str, auth: bool = False) -> str:
+    keys = f'[auth]\nenabled = true\nadmin_token = "{ADMIN}"\n' if auth else ""
+    return f"""{keys}
 [server]
 upstream_transport = "{transport}"
 [database]
@@ -209,9 +223,32 @@ output_rate = 2.0
 """
 
 
+def make_key(gateway: str) -> dict[str, str]:
+    """A project and a key with a budget and an rpm, both far from what the run can reach."""
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            gateway.removesuffix("/v1") + path,
+            data=json.dumps(body).encode(),
+            headers={"authorization": f"Bearer {ADMIN}", "content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return dict(json.loads(r.read()))
+
+    project = post("/admin/projects", {"name": "bench", "budget_sats": 1e12, "rpm": 10**9})
+    key = post(
+        "/admin/keys",
+        {"project_id": project["id"], "name": "bench", "budget_sats": 1e12, "rpm": 10**9},
+    )
+    return {"key": key["key"]}
+
+
 def recorder_figures(gateway: str) -> dict[str, float]:
     """The recorder's own counters from /metrics: rows written, spilled, dropped, queued."""
-    with urllib.request.urlopen(gateway.removesuffix("/v1") + "/metrics", timeout=10) as r:
+    req = urllib.request.Request(
+        gateway.removesuffix("/v1") + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
         text = r.read().decode()
     found = re.findall(r"^arbstr_recorder_(\w+) ([\d.e+]+)$", text, re.M)
     return {k: float(v) for k, v in found}
@@ -248,6 +285,11 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", help="write raw results here")
     ap.add_argument("--markdown", help="write the results table here")
     ap.add_argument(
+        "--auth",
+        action="store_true",
+        help="virtual keys on: the load sends a key with a budget and an rpm (both far away)",
+    )
+    ap.add_argument(
         "--soak", type=float, default=0.0, help="seconds of full load to watch RSS growth"
     )
     args = ap.parse_args()
@@ -279,7 +321,7 @@ def main() -> None:
             wait_port(sim_port)
             upstream = f"http://127.0.0.1:{sim_port}/v1"
         cfg = tmp / "arbstr.toml"
-        cfg.write_text(config(upstream, str(tmp / "bench.db"), args.transport))
+        cfg.write_text(config(upstream, str(tmp / "bench.db"), args.transport, args.auth))
         cfg.chmod(0o600)
         gw_port = free_port()
         gw = spawn(
@@ -302,6 +344,8 @@ def main() -> None:
         procs.append(gw)
         wait_port(gw_port)
         gateway = f"http://127.0.0.1:{gw_port}/v1"
+        if args.auth:
+            KEY.update(make_key(gateway), gateway=gateway)
         time.sleep(1.0)
         idle_rss = rss_mb(gw.pid)
         results: list[dict[str, Any]] = []
@@ -350,6 +394,7 @@ def main() -> None:
             }
         time.sleep(1.0)  # the recorder lingers 20 ms per batch; let it drain
         summary = {
+            "auth": args.auth,
             "server": args.server,
             "transport": args.transport,
             "workers": args.workers,

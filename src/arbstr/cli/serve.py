@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -85,6 +86,8 @@ def run_server(
 ) -> None:
     """Serve `arbstr.app:app` (built from $ARBSTR_CONFIG in each worker); `on_ready` runs once
     the socket is bound (one uvicorn worker; otherwise just before serving)."""
+    if workers > 1:  # virtual keys: several processes lease their usage from the store
+        os.environ["ARBSTR_WORKERS"] = str(workers)
     with _metrics_dir(workers):
         _run_server(host, port, workers, server, level, grace_s, on_ready, limits or LimitsConfig())
 
@@ -230,8 +233,9 @@ DEMO_PROVIDERS = (
 DEMO_FLAKY_SCRIPT = [503, 200, 503, 503, 200]
 
 
-def demo_config(urls: list[str], listen: str, db: str) -> str:
+def demo_config(urls: list[str], listen: str, db: str, admin_token: str | None = None) -> str:
     lines = [
+        *(["[auth]", "enabled = true", f'admin_token = "{admin_token}"'] if admin_token else []),
         "[server]",
         f'listen = "{listen}"',
         "[database]",
@@ -272,19 +276,24 @@ def demo_profiles() -> list[Any]:
     return profiles
 
 
-def demo_banner(base: str, urls: list[str], config: Path) -> str:
+def demo_banner(
+    base: str, urls: list[str], config: Path, keys: tuple[str, str] | None = None
+) -> str:
     lines = ["arbstr demo: three SIMULATED providers (no real API is called)"]
+    auth = ""
+    if keys is not None:
+        auth = f" -H 'authorization: Bearer {keys[1]}'"
     for (name, _p, inp, outp, fee, desc), url in zip(DEMO_PROVIDERS, urls, strict=True):
         lines.append(
             f"  {name:<12} {url:<28} {inp:g}/{outp:g} sats per 1k in/out, fee {fee:g}: {desc}"
         )
     lines += [
         f"\nGateway on {base}  (config: {config})\nTry:",
-        f"  curl -si {base}/v1/chat/completions -H 'content-type: application/json' \\",
+        f"  curl -si {base}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
         '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}\'',
         f"  curl -s {base}/health",
-        f"  curl -s {base}/v1/requests",
-        f"  curl -s {base}/v1/stats",
+        f"  curl -s {base}/v1/requests{auth}",
+        f"  curl -s {base}/v1/stats{auth}",
         "What to look for in the response headers, request after request:",
         "  x-arbstr-provider   cheap-flaky when it answers; steady when it failed (a failover)",
         "  x-arbstr-retries    1/cheap-flaky, 1/mid-limited: the failed attempts behind an answer",
@@ -292,10 +301,56 @@ def demo_banner(base: str, urls: list[str], config: Path) -> str:
         '  model "waterfall" walks mid-limited -> steady; mid-limited cools down after its 429',
         "  (see /v1/ratelimits). Stop with Ctrl-C.",
     ]
+    if keys is not None:
+        lines[1:1] = [
+            "Virtual keys are ON (--auth); these are printed once:",
+            f"  admin token  {keys[0]}   (/admin/*, /metrics, /providers: arbstr keys ...)",
+            f"  virtual key  {keys[1]}   (project 'demo', budget 10000 sats/day, 60 rpm)",
+            f"  e.g. curl -s {base}/admin/keys -H 'authorization: Bearer {keys[0]}'",
+        ]
     return "\n".join(lines)
 
 
-def demo(listen: ListenOpt = None, server: ServerOpt = Server.uvicorn) -> None:
+def _demo_key(config: Path) -> str:
+    """A project and a key in the demo's database (the CLI's path: no server needed)."""
+    import asyncio
+
+    from arbstr.config import load_settings
+    from arbstr.keys.admin import Actor, KeyAdmin
+    from arbstr.keys.schemas import KeyCreate, ProjectCreate
+    from arbstr.stores.keys import open_key_store
+    from arbstr.stores.requestlog import open_request_log
+
+    url = load_settings(config, need_keys=False).config.database.effective_url
+
+    async def make() -> str:
+        store, log = open_key_store(url), open_request_log(url)
+        try:
+            await log.migrate()
+            await store.migrate()
+            admin = KeyAdmin(store, log, set())
+            project = await admin.create_project(ProjectCreate(name="demo"), Actor("cli"))
+            body = KeyCreate(
+                project_id=project.id, name="demo", budget_sats=10_000.0, budget_period="daily",
+                rpm=60,
+            )  # fmt: skip
+            made = await admin.create_key(body, Actor("cli"))
+            assert made.key is not None
+            return made.key
+        finally:
+            await store.aclose()
+            await log.aclose()
+
+    return asyncio.run(make())
+
+
+def demo(
+    listen: ListenOpt = None,
+    server: ServerOpt = Server.uvicorn,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="Virtual keys on: print an admin token and a key")
+    ] = False,
+) -> None:
     """Three local simulated providers (cheap+flaky, rate-limited, steady) behind the gateway."""
     from arbstr.sim import run_in_thread
 
@@ -307,10 +362,12 @@ def demo(listen: ListenOpt = None, server: ServerOpt = Server.uvicorn) -> None:
         run_in_thread(demo_profiles()) as cluster,
     ):
         path = Path(workdir) / "arbstr.toml"
-        path.write_text(demo_config(cluster.urls, listen, str(Path(workdir) / "arbstr.db")))
+        admin = secrets.token_urlsafe(24) if auth else None
+        path.write_text(demo_config(cluster.urls, listen, str(Path(workdir) / "arbstr.db"), admin))
         path.chmod(0o600)
+        keys = (admin, _demo_key(path)) if admin is not None else None
         os.environ["ARBSTR_CONFIG"] = str(path)
         for name, *_ in DEMO_PROVIDERS:  # keys by the env convention, as a real setup should
             os.environ[convention_var(name)] = f"sim-{name}-key-not-a-secret"
-        banner = demo_banner(f"http://{host}:{port}", cluster.urls, path)
+        banner = demo_banner(f"http://{host}:{port}", cluster.urls, path, keys)
         run_server(host, port, 1, server, on_ready=lambda: out.print(banner, markup=False))

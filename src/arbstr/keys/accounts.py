@@ -1,38 +1,68 @@
 """`Accounts`: what a keyed request may spend. Admission reserves on every meter that applies
 (lifetime requests, rpm, tpm, budget; key and project) all or nothing; the end of the request
 settles the budget to its actual cost (its estimate when the cost is unknown) and the tokens
-to the actual count."""
+to the actual count.
+
+A key's plan (its meters, in refusal order) is built once and reused until the key or its
+project changes (the mirror replaces a changed row's object) or its earliest window ends:
+a request far from its caps costs a few dict-free counter updates."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from arbstr.errors import ArbstrError, BudgetExceeded, RateLimited
 from arbstr.keys.meters import Meter, Meters
 from arbstr.keys.model import KeyRow, ProjectRow, period_end, period_start
 from arbstr.keys.ring import KeyRing
 
-__all__ = ["Accounts", "Reservation"]
+__all__ = ["Accounts", "Plan", "Reservation", "ReservationPending"]
 
 Header = tuple[bytes, bytes]
+# what a planned take is for: the amount it takes and the refusal it gives
+_REQUESTS, _RPM, _TPM, _SATS = 0, 1, 2, 3
+Take = tuple[Meter, int, str, "KeyRow | ProjectRow"]  # meter, what, kind, row
 
 
-@dataclass(slots=True)
+class Plan:
+    """The meters of one key and its project, valid until `valid_until` (wall clock)."""
+
+    __slots__ = ("key", "key_rpm", "limit_header", "project", "sats", "takes", "tokens", "valid")
+
+    def __init__(self, key: KeyRow, project: ProjectRow, takes: list[Take], valid: float) -> None:
+        self.key, self.project, self.takes, self.valid = key, project, takes, valid
+        self.sats = [m for m, what, _, _ in takes if what == _SATS]
+        self.tokens = [m for m, what, _, _ in takes if what == _TPM]
+        self.key_rpm = next((m for m, w, kind, _ in takes if w == _RPM and kind == "key"), None)
+        self.limit_header = b"%d" % self.key_rpm.limit if self.key_rpm is not None else b""
+
+
 class Reservation:
-    key: KeyRow
-    project: ProjectRow
-    estimate_sats: float
-    estimate_tokens: int
-    sats: list[Meter] = field(default_factory=list)
-    tokens: list[Meter] = field(default_factory=list)
-    headers: list[Header] = field(default_factory=list)
-    settled: bool = False
+    __slots__ = ("estimate_sats", "estimate_tokens", "headers", "plan", "settled")
+
+    def __init__(self, plan: Plan, estimate_sats: float, estimate_tokens: int) -> None:
+        self.plan = plan
+        self.estimate_sats, self.estimate_tokens = estimate_sats, estimate_tokens
+        self.headers: list[Header] = []
+        self.settled = False
 
 
-def _iso_delay(seconds: float) -> bytes:
-    return f"{max(0, math.ceil(seconds))}s".encode()
+class _Periods:
+    """`period_start`/`period_end` of the current instant, recomputed when a period ends
+    (datetime arithmetic is a few microseconds; this is a comparison)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, float | None]] = {}
+
+    def get(self, period: str, now: float) -> tuple[float, float | None]:
+        hit = self._cache.get(period)
+        if hit is not None and hit[0] <= now and (hit[1] is None or now < hit[1]):
+            return hit
+        hit = (period_start(period, now), period_end(period, now))
+        self._cache[period] = hit
+        return hit
 
 
 class Accounts:
@@ -41,95 +71,108 @@ class Accounts:
     def __init__(self, ring: KeyRing, meters: Meters) -> None:
         self.ring = ring
         self.meters = meters
+        self._periods = _Periods()
+        self._plans: dict[str, Plan] = {}
 
-    def _plan(
-        self, key: KeyRow, project: ProjectRow, now: float, est_sats: float, est_tokens: int
-    ) -> list[tuple[Meter, float, ArbstrError]]:
-        """Every meter the request must fit, in the order refusals are reported."""
-        out: list[tuple[Meter, float, ArbstrError]] = []
-        ms = self.meters
+    def plan(self, key: KeyRow, project: ProjectRow, now: float) -> Plan:
+        hit = self._plans.get(key.id)
+        if hit is not None and hit.key is key and hit.project is project and now < hit.valid:
+            return hit
+        takes: list[Take] = []
+        meter = self.meters.meter
+        valid = math.inf
         if key.max_requests is not None:
-            m = ms.meter(f"key:{key.id}:requests", 0.0, key.max_requests, True)
-            out.append((m, 1, RateLimited(
-                f"key {key.id} has used its {key.max_requests} requests",
-                code="request_limit_exceeded",
-            )))  # fmt: skip
-        levels: tuple[tuple[str, KeyRow | ProjectRow, str], ...] = (
-            ("key", key, f"key:{key.id}"),
-            ("project", project, f"project:{project.id}"),
-        )
+            m = meter(f"key:{key.id}:requests", 0.0, key.max_requests, True)
+            takes.append((m, _REQUESTS, "key", key))
         minute = float(int(now // 60) * 60)
-        wait = minute + 60 - now
-        for kind, row, scope in levels:
+        levels: tuple[tuple[str, KeyRow | ProjectRow], ...] = (("key", key), ("project", project))
+        for kind, row in levels:
             if row.rpm is not None:
-                m = ms.meter(f"{scope}:rpm", minute, row.rpm, True)
-                out.append((m, 1, RateLimited(
-                    f"{kind} {row.id} is over its rpm limit of {row.rpm}", retry_after=wait
-                )))  # fmt: skip
+                valid = minute + 60
+                m = meter(f"{kind}:{row.id}:rpm", minute, row.rpm, True, valid)
+                takes.append((m, _RPM, kind, row))
             if row.tpm is not None:
-                m = ms.meter(f"{scope}:tpm", minute, row.tpm, True)
-                out.append((m, est_tokens, RateLimited(
-                    f"{kind} {row.id} is over its tpm limit of {row.tpm}", retry_after=wait
-                )))  # fmt: skip
-        for kind, row, scope in levels:
+                valid = minute + 60
+                m = meter(f"{kind}:{row.id}:tpm", minute, row.tpm, True, valid)
+                takes.append((m, _TPM, kind, row))
+        for kind, row in levels:
             if row.budget_sats is not None:
-                window = period_start(row.budget_period, now)
-                m = ms.meter(f"{scope}:sats", window, row.budget_sats, False)
-                end = period_end(row.budget_period, now)
-                until = (
-                    "it does not reset (period 'total')"
-                    if end is None
-                    else f"the {row.budget_period} period ends {_iso(end)}"
-                )
-                out.append((m, est_sats, BudgetExceeded(
-                    f"{kind} {row.id} would pass its budget of {row.budget_sats:g} sats; {until}"
-                )))  # fmt: skip
-        return out
+                window, end = self._periods.get(row.budget_period, now)
+                ends = math.inf if end is None else end
+                valid = min(valid, ends)
+                m = meter(f"{kind}:{row.id}:sats", window, row.budget_sats, False, ends)
+                takes.append((m, _SATS, kind, row))
+        if len(self._plans) > 100_000:
+            self._plans.clear()
+        plan = self._plans[key.id] = Plan(key, project, takes, valid)
+        return plan
+
+    def refusal(self, take: Take, now: float) -> ArbstrError:
+        """The error of a take that did not fit (built only when one does not)."""
+        m, what, kind, row = take
+        if what == _REQUESTS:
+            limit = getattr(row, "max_requests", None)
+            return RateLimited(
+                f"key {row.id} has used its {limit} requests", code="request_limit_exceeded"
+            )
+        if what in (_RPM, _TPM):
+            name, limit = ("rpm", row.rpm) if what == _RPM else ("tpm", row.tpm)
+            return RateLimited(
+                f"{kind} {row.id} is over its {name} limit of {limit}",
+                retry_after=m.window + 60 - now,
+            )
+        end = self._periods.get(row.budget_period, now)[1]
+        until = (
+            "it does not reset (period 'total')"
+            if end is None
+            else f"the {row.budget_period} period ends {_iso(end)}"
+        )
+        return BudgetExceeded(
+            f"{kind} {row.id} would pass its budget of {row.budget_sats:g} sats; {until}"
+        )
 
     def reserve(
         self, key: KeyRow, project: ProjectRow, est_sats: float, est_tokens: int
     ) -> Reservation | ReservationPending:
-        """Reserve now, or hand back the slow path (some meter needs a lease)."""
+        """Reserve now, or hand back the slow path (some meter needs a lease). A key without
+        limits still gets a reservation: the request log charges every keyed request."""
         now = time.time()
-        plan = self._plan(key, project, now, est_sats, est_tokens)
-        res = Reservation(key, project, est_sats, est_tokens)
+        plan = self.plan(key, project, now)
+        res = Reservation(plan, est_sats, est_tokens)
+        if not plan.takes:
+            return res
+        amounts = (1, 1, est_tokens, est_sats)
         taken: list[tuple[Meter, float]] = []
-        for i, (m, amount, refusal) in enumerate(plan):
-            ok = self.meters.try_take(m, amount)
+        try_take = self.meters.try_take
+        for i, take in enumerate(plan.takes):
+            m, amount = take[0], amounts[take[1]]
+            ok = try_take(m, amount)
             if ok is None:
-                return ReservationPending(self, res, plan, i, taken, now)
+                return ReservationPending(self, res, i, taken, now)
             if not ok:
-                self._undo(taken)
-                raise refusal
+                self.undo(taken)
+                raise self.refusal(take, now)
             taken.append((m, amount))
-        self._finish(res, plan, now)
+        self.finish(res, now)
         return res
 
-    def _undo(self, taken: list[tuple[Meter, float]]) -> None:
+    def undo(self, taken: list[tuple[Meter, float]]) -> None:
         for m, amount in taken:
             self.meters.give(m, amount)
 
-    def _finish(
-        self, res: Reservation, plan: list[tuple[Meter, float, ArbstrError]], now: float
-    ) -> None:
-        leased = self.meters.leased
-        budget_left: float | None = None
-        for m, _, _ in plan:
-            if m.scope.endswith(":sats"):
-                res.sats.append(m)
-                left = m.remaining(leased)
-                budget_left = left if budget_left is None else min(budget_left, left)
-            elif m.scope.endswith(":tpm"):
-                res.tokens.append(m)
-        key_rpm = next((m for m, _, _ in plan if m.scope == f"key:{res.key.id}:rpm"), None)
-        if key_rpm is not None:
+    def finish(self, res: Reservation, now: float) -> None:
+        """The reservation's response headers."""
+        plan, leased = res.plan, self.meters.leased
+        m = plan.key_rpm
+        if m is not None:
             res.headers += [
-                (b"x-ratelimit-limit-requests", str(int(key_rpm.limit)).encode()),
-                (b"x-ratelimit-remaining-requests", str(int(key_rpm.remaining(leased))).encode()),
-                (b"x-ratelimit-reset-requests", _iso_delay(key_rpm.window + 60 - now)),
+                (b"x-ratelimit-limit-requests", plan.limit_header),
+                (b"x-ratelimit-remaining-requests", b"%d" % m.remaining(leased)),
+                (b"x-ratelimit-reset-requests", b"%ds" % max(0, math.ceil(m.window + 60 - now))),
             ]
-        if budget_left is not None:
-            res.headers.append((b"x-arbstr-budget-remaining-sats", f"{budget_left:.6f}".encode()))
+        if plan.sats:
+            left = min(s.remaining(leased) for s in plan.sats)
+            res.headers.append((b"x-arbstr-budget-remaining-sats", b"%.6f" % left))
 
     def settle(self, res: Reservation, charged_sats: float, tokens: int | None) -> None:
         """The request ended: its budget meters keep `charged_sats` of the reservation."""
@@ -138,56 +181,56 @@ class Accounts:
         res.settled = True
         back = res.estimate_sats - charged_sats
         if back:
-            for m in res.sats:
+            for m in res.plan.sats:
                 self.meters.give(m, back)
         if tokens is not None and tokens != res.estimate_tokens:
-            for m in res.tokens:
+            for m in res.plan.tokens:
                 self.meters.give(m, res.estimate_tokens - tokens)
 
 
 class ReservationPending:
-    """The rest of a reservation, awaited: the meters from `index` on, leasing as needed."""
+    """The rest of a reservation, awaited: the takes from `index` on, leasing as needed."""
 
-    __slots__ = ("accounts", "index", "now", "plan", "res", "taken")
+    __slots__ = ("accounts", "index", "now", "res", "taken")
 
     def __init__(
         self,
         accounts: Accounts,
         res: Reservation,
-        plan: list[tuple[Meter, float, ArbstrError]],
         index: int,
         taken: list[tuple[Meter, float]],
         now: float,
     ) -> None:
-        self.accounts, self.res, self.plan = accounts, res, plan
-        self.index, self.taken, self.now = index, taken, now
+        self.accounts, self.res, self.index, self.taken, self.now = (
+            accounts, res, index, taken, now,
+        )  # fmt: skip
 
     async def run(self) -> Reservation:
-        meters = self.accounts.meters
-        for m, amount, refusal in self.plan[self.index :]:
+        accounts, meters, res = self.accounts, self.accounts.meters, self.res
+        amounts = (1, 1, res.estimate_tokens, res.estimate_sats)
+        for take in res.plan.takes[self.index :]:
+            m, amount = take[0], amounts[take[1]]
             ok = meters.try_take(m, amount)
             if ok is None:
                 try:
                     ok = await meters.take(m, amount)
                 except (TimeoutError, OSError, ConnectionError) as exc:
-                    self.accounts._undo(self.taken)
+                    accounts.undo(self.taken)
                     raise ArbstrError(
                         f"the usage store did not answer ({type(exc).__name__})",
                         status=503,
                         code="usage_store_unavailable",
                     ) from None
                 except BaseException:
-                    self.accounts._undo(self.taken)
+                    accounts.undo(self.taken)
                     raise
             if not ok:
-                self.accounts._undo(self.taken)
-                raise refusal
+                accounts.undo(self.taken)
+                raise accounts.refusal(take, self.now)
             self.taken.append((m, amount))
-        self.accounts._finish(self.res, self.plan, self.now)
-        return self.res
+        accounts.finish(res, self.now)
+        return res
 
 
 def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

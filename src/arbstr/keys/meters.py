@@ -33,6 +33,7 @@ class Meter:
     """One counter: (scope, window) with a limit. `integral` meters count whole requests."""
 
     __slots__ = (
+        "ends",
         "integral",
         "last_slice",
         "leasing",
@@ -47,9 +48,16 @@ class Meter:
     )
 
     def __init__(
-        self, scope: str, window: float, limit: float, seed: float, integral: bool
+        self,
+        scope: str,
+        window: float,
+        limit: float,
+        seed: float,
+        integral: bool,
+        ends: float = math.inf,
     ) -> None:
         self.scope, self.window, self.limit = scope, window, limit
+        self.ends = ends  # when the window ends (wall clock): the meter can go a minute later
         self.used = seed  # local mode: the truth; leased mode: the store's total, last seen
         self.left = 0.0  # leased mode: leased and not yet used by this process
         self.last_slice = 0.0
@@ -80,11 +88,14 @@ class Meters:
         self.statements = 0  # store calls made (leases, give-backs): tests and the benchmark
         self._task: asyncio.Task[None] | None = None
 
-    def meter(self, scope: str, window: float, limit: float, integral: bool) -> Meter:
+    def meter(
+        self, scope: str, window: float, limit: float, integral: bool, ends: float = math.inf
+    ) -> Meter:
         m = self.meters.get((scope, window))
         if m is None:
             seed = self.seeds.get((scope, window), 0.0)
-            m = self.meters[(scope, window)] = Meter(scope, window, limit, seed, integral)
+            m = Meter(scope, window, limit, seed, integral, ends)
+            self.meters[(scope, window)] = m
         if m.limit != limit:  # a PATCH changed it: the next take sees the new one
             m.limit, m.refused = limit, (0.0, math.inf)
         return m
@@ -173,7 +184,7 @@ class Meters:
 
     # ---- background upkeep (leased mode) ------------------------------------------------
     async def start(self, every_s: float = 0.25) -> None:
-        if self.leased and self._task is None:
+        if self._task is None:
             self._task = asyncio.create_task(self._upkeep(every_s))
 
     async def _upkeep(self, every_s: float) -> None:
@@ -184,21 +195,28 @@ class Meters:
             except Exception as exc:
                 log.warning("usage upkeep failed: %s", type(exc).__name__)
 
+    def prune(self, wall: float | None = None) -> int:
+        """Drop the meters whose window ended more than a minute ago (the minute windows of
+        every key that was used, otherwise kept forever); the count dropped."""
+        wall = time.time() if wall is None else wall
+        gone = [k for k, m in self.meters.items() if m.ends + 60 < wall and m.left == 0]
+        for k in gone:
+            del self.meters[k]
+        return len(gone)
+
     async def flush(self, idle_s: float = 0.0) -> None:
         """Charge what was spent past the leases; give back slices idle for `idle_s`."""
-        assert self.store is not None or not self.leased
+        self.prune()
         if self.store is None:
             return
         now = time.monotonic()
-        for key, m in list(self.meters.items()):
+        for m in list(self.meters.values()):
             if m.leasing:
                 continue
             if m.left < 0 or (m.left > 0 and now - m.touched >= idle_s):
                 amount, m.left = -m.left, 0.0
                 self.statements += 1
                 m.used = await self.store.charge(m.scope, m.window, amount, self._seed(m))
-            if now - m.touched > 120 and m.left == 0:
-                self.meters.pop(key, None)
 
     async def aclose(self) -> None:
         if self._task is not None:

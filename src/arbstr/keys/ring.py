@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from arbstr.errors import AuthRequired, Forbidden
+from arbstr.errors import AuthRequired
 from arbstr.keys.model import KEY_PREFIX, KeyRow, ProjectRow, hash_key, parse_key
 from arbstr.secrets import ApiKey
 from arbstr.stores.keys.base import Changes, ProviderKeyRow
@@ -78,11 +78,11 @@ class KeyRing:
             raise KeyRefused(
                 "malformed Authorization header: expected 'Bearer sk-arb-...'", "invalid_api_key"
             )
-        if not token.startswith(KEY_PREFIX) or parse_key(token) is None:
-            raise KeyRefused("invalid API key: not an arbstr virtual key", "invalid_api_key")
-        digest = hash_key(token)
-        key_id = self.by_hash.get(digest)
-        if key_id is None:
+        digest = hash_key(token) if token.startswith(KEY_PREFIX) else ""
+        key_id = self.by_hash.get(digest) if digest else None
+        if key_id is None:  # the format is checked only to say why (a hit is well formed)
+            if parse_key(token) is None:
+                raise KeyRefused("invalid API key: not an arbstr virtual key", "invalid_api_key")
             raise KeyRefused("invalid API key", "invalid_api_key")
         key = self.keys[key_id]
         if digest != key.key_hash and (key.prev_valid_until or 0) <= now:
@@ -103,7 +103,3 @@ class KeyRing:
     def upstream_key(self, project_id: str, provider: str) -> ApiKey | None:
         keys = self.provider_keys.get(project_id)
         return keys.get(provider) if keys else None
-
-
-def forbidden(message: str, code: str) -> Forbidden:
-    return Forbidden(message, code=code)

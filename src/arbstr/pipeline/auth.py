@@ -45,7 +45,7 @@ def authenticate(shared: Shared, ctx: RequestContext) -> None:
 
 def check_model(shared: Shared, ctx: RequestContext) -> None:
     key, project = ctx.key, ctx.project
-    if key is None or project is None:
+    if key is None or project is None or not (key.allowed_models or project.allowed_models):
         return
     for kind, patterns in (("key", key.allowed_models), ("project", project.allowed_models)):
         if not model_allowed(patterns, ctx.model):
