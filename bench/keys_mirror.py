@@ -16,12 +16,20 @@ import json
 import os
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
 from arbstr.keys.model import hash_key, new_id, new_key
-from arbstr.keys.ring import KeyRing
+from arbstr.keys.runtime import KeyService, _release_freed_memory
 from arbstr.stores.keys.sql import SqlKeyStore
+
+
+class _NoLedger:
+    """The request log's spend query, empty: the load is what is measured."""
+
+    async def spend(self, *args: object) -> dict[str, tuple[float, int, float]]:
+        return {}
 
 
 def rss_mb() -> float:
@@ -45,7 +53,7 @@ async def fill(store: SqlKeyStore, n: int) -> list[str]:
         batch.append(t.keys(id=key_id, project_id="bench", name=f"key {i}", key_hash=hash_key(plain),
                             budget_sats=1000.0, budget_period="daily", rpm=60, created_at=now,
                             rev=2, allowed_models="[]", metadata="{}"))  # fmt: skip
-        if len(batch) == 5000:
+        if len(batch) == 1000:
             await t.keys.insert(*batch)
             batch = []
     if batch:
@@ -57,6 +65,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--trace", action="store_true", help="also count what the mirror holds")
     args = ap.parse_args()
     schema = None
     if args.backend == "postgres":
@@ -72,21 +81,29 @@ async def main() -> None:
     filled = time.perf_counter() - started
     gc.collect()
     before = rss_mb()
+    if args.trace:
+        tracemalloc.start()
     started = time.perf_counter()
-    changes = await store.changes_since(0)
-    ring = KeyRing()
-    ring.apply(changes)
-    del changes
+    service = KeyService(store, _NoLedger(), None, shared_usage=False)  # type: ignore[arg-type]
+    await service.start()  # the startup load: projects, then keys in pages
+    ring = service.ring
     loaded = time.perf_counter() - started
+    peak = rss_mb()
     gc.collect()
+    _release_freed_memory()  # what KeyService.start does after its load
     after = rss_mb()
+    held = tracemalloc.get_traced_memory()[0] / 2**20 if args.trace else None
+    tracemalloc.stop()
     started = time.perf_counter()
     for plain in plaintexts:
         ring.identify(b"Bearer " + plain.encode(), time.time())
     auth_us = (time.perf_counter() - started) / len(plaintexts) * 1e6
+    await service.aclose()
     print(json.dumps({
         "backend": args.backend, "keys": len(ring.keys), "fill_s": round(filled, 2),
         "load_s": round(loaded, 3), "mirror_rss_mb": round(after - before, 1),
+        "peak_rss_mb": round(peak - before, 1),
+        "held_by_mirror_mb": None if held is None else round(held, 1),
         "identify_us": round(auth_us, 2),
     }))  # fmt: skip
     if schema:

@@ -223,7 +223,7 @@ output_rate = 2.0
 """
 
 
-def make_key(gateway: str) -> dict[str, str]:
+def make_key(gateway: str, limits: bool = True) -> dict[str, str]:
     """A project and a key with a budget and an rpm, both far from what the run can reach."""
 
     def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -235,11 +235,9 @@ def make_key(gateway: str) -> dict[str, str]:
         with urllib.request.urlopen(req, timeout=10) as r:
             return dict(json.loads(r.read()))
 
-    project = post("/admin/projects", {"name": "bench", "budget_sats": 1e12, "rpm": 10**9})
-    key = post(
-        "/admin/keys",
-        {"project_id": project["id"], "name": "bench", "budget_sats": 1e12, "rpm": 10**9},
-    )
+    far: dict[str, Any] = {"budget_sats": 1e12, "rpm": 10**9} if limits else {}
+    project = post("/admin/projects", {"name": "bench", **far})
+    key = post("/admin/keys", {"project_id": project["id"], "name": "bench", **far})
     return {"key": key["key"]}
 
 
@@ -286,8 +284,11 @@ def main() -> None:
     ap.add_argument("--markdown", help="write the results table here")
     ap.add_argument(
         "--auth",
-        action="store_true",
-        help="virtual keys on: the load sends a key with a budget and an rpm (both far away)",
+        nargs="?",
+        const="limits",
+        choices=["limits", "bare"],
+        help="virtual keys on: the load sends a key with a budget and an rpm, both far away "
+        "(`bare`: a key and project without limits)",
     )
     ap.add_argument(
         "--soak", type=float, default=0.0, help="seconds of full load to watch RSS growth"
@@ -321,7 +322,7 @@ def main() -> None:
             wait_port(sim_port)
             upstream = f"http://127.0.0.1:{sim_port}/v1"
         cfg = tmp / "arbstr.toml"
-        cfg.write_text(config(upstream, str(tmp / "bench.db"), args.transport, args.auth))
+        cfg.write_text(config(upstream, str(tmp / "bench.db"), args.transport, bool(args.auth)))
         cfg.chmod(0o600)
         gw_port = free_port()
         gw = spawn(
@@ -345,7 +346,7 @@ def main() -> None:
         wait_port(gw_port)
         gateway = f"http://127.0.0.1:{gw_port}/v1"
         if args.auth:
-            KEY.update(make_key(gateway), gateway=gateway)
+            KEY.update(make_key(gateway, args.auth == "limits"), gateway=gateway)
         time.sleep(1.0)
         idle_rss = rss_mb(gw.pid)
         results: list[dict[str, Any]] = []
@@ -394,7 +395,7 @@ def main() -> None:
             }
         time.sleep(1.0)  # the recorder lingers 20 ms per batch; let it drain
         summary = {
-            "auth": args.auth,
+            "auth": args.auth or "off",
             "server": args.server,
             "transport": args.transport,
             "workers": args.workers,

@@ -22,10 +22,12 @@ def readme_routes() -> set[tuple[str, str]]:
     routes: set[tuple[str, str]] = set()
     for line in table.splitlines():
         cell = line.split("|")[1] if line.startswith("|") else ""
-        method = re.match(r"\s*`(GET|POST|PUT|PATCH|DELETE) ", cell)
-        if method:
-            for path in re.findall(r"(/[\w/{}.-]*)", cell):
-                routes.add((method.group(1).lower(), path))
+        method = None  # `GET /a`, `/b`: a bare path takes the method before it
+        for token in re.findall(r"`([^`]+)`", cell):
+            m = re.fullmatch(r"(?:(GET|POST|PUT|PATCH|DELETE) )?(/[\w/{}.-]*)", token)
+            if m:
+                method = (m.group(1) or method or "").lower()
+                routes.add((method, re.sub(r"\{[^}]+\}", "{id}", m.group(2))))
     return routes
 
 

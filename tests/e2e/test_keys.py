@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from .conftest import StackFactory
-from .keyed import ADMIN, Keyed, keyed, keyed_fixture
+from .keyed import ADMIN, AUTH_HEAD, Keyed, keyed, keyed_fixture
 
 __all__ = ["keyed"]
 
@@ -223,3 +223,57 @@ def test_a_flood_of_random_keys_costs_no_store_call_and_is_throttled(stack: Stac
     assert rows[0].outcome == "denied"
     assert rows[0].changes["invalid_api_key"] == [0, 20]
     assert rows[0].changes["throttled"] == [0, 180]
+
+
+@pytest.mark.parametrize("leased", [False, True], ids=["one-process", "leased"])
+async def test_requests_far_from_their_caps_do_not_wait_on_the_store(
+    stack: StackFactory, leased: bool
+) -> None:
+    """Statements per request under load: none in one process; with leases (several
+    replicas), one per slice of what remains, never one per request."""
+    head = AUTH_HEAD + ('[state]\nbackend = "database"\n' if leased else "")
+    k = keyed_fixture(stack, head=head)
+    made = k.key(budget_sats=1e9, rpm=100_000)
+    headers = {"authorization": f"Bearer {made['key']}"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    calls = ("lease", "charge", "get_key", "get_project", "list_keys", "changes_since")
+    async with httpx.AsyncClient(timeout=10) as client:
+        await client.post(k.url + "/v1/chat/completions", json=body, headers=headers)
+        before = k.store.total(*calls)
+        for _ in range(10):
+            rs = await asyncio.gather(*(
+                client.post(k.url + "/v1/chat/completions", json=body, headers=headers)
+                for _ in range(30)
+            ))  # fmt: skip
+            assert {r.status_code for r in rs} == {200}
+    statements = k.store.total(*calls) - before
+    print(f"store statements for 300 requests ({'leased' if leased else 'one process'}): "
+          f"{statements}")  # fmt: skip
+    if leased:
+        assert statements <= 30  # slices of an eighth of the remainder: a handful, not 300
+    else:
+        assert statements == 0
+
+
+def test_embeddings_streams_models_and_cost_are_guarded_too(keyed: Keyed) -> None:
+    narrow = keyed.key(allowed_models=["gpt-4o"])
+    auth = {"authorization": f"Bearer {narrow['key']}"}
+    embed = {"model": "gpt-4o-mini", "input": "hello"}
+    r = httpx.post(keyed.url + "/v1/embeddings", json=embed)
+    refused(keyed, r, 401, "invalid_api_key")
+    r = httpx.post(keyed.url + "/v1/embeddings", json=embed, headers=auth)
+    refused(keyed, r, 403, "model_not_allowed")
+    assert keyed.stack.last_record().endpoint == "embeddings"
+    stream = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+              "stream": True}  # fmt: skip
+    r = httpx.post(keyed.url + "/v1/chat/completions", json=stream, headers=auth)
+    refused(keyed, r, 403, "model_not_allowed")
+    assert keyed.stack.last_record().streaming is True
+    assert httpx.get(keyed.url + "/v1/models").status_code == 401
+    cost = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(keyed.url + "/v1/cost", json=cost).status_code == 401
+    r = httpx.post(keyed.url + "/v1/cost", json=cost, headers=auth)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    ok = httpx.post(keyed.url + "/v1/cost", json={**cost, "model": "gpt-4o"}, headers=auth)
+    assert ok.status_code == 200 and ok.json()["estimated_cost_sats"] > 0
+    assert keyed.stack.sim("alpha").hits == 0

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from arbstr.errors import ArbstrError, BudgetExceeded, RateLimited
 from arbstr.keys.meters import Meter, Meters
-from arbstr.keys.model import KeyRow, ProjectRow, period_end, period_start
+from arbstr.keys.model import KeyEntry, ProjectRow, period_end, period_start
 from arbstr.keys.ring import KeyRing
 
 __all__ = ["Accounts", "Plan", "Reservation", "ReservationPending"]
@@ -23,7 +23,7 @@ __all__ = ["Accounts", "Plan", "Reservation", "ReservationPending"]
 Header = tuple[bytes, bytes]
 # what a planned take is for: the amount it takes and the refusal it gives
 _REQUESTS, _RPM, _TPM, _SATS = 0, 1, 2, 3
-Take = tuple[Meter, int, str, "KeyRow | ProjectRow"]  # meter, what, kind, row
+Take = tuple[Meter, int, str, "KeyEntry | ProjectRow"]  # meter, what, kind, row
 
 
 class Plan:
@@ -31,7 +31,7 @@ class Plan:
 
     __slots__ = ("key", "key_rpm", "limit_header", "project", "sats", "takes", "tokens", "valid")
 
-    def __init__(self, key: KeyRow, project: ProjectRow, takes: list[Take], valid: float) -> None:
+    def __init__(self, key: KeyEntry, project: ProjectRow, takes: list[Take], valid: float) -> None:
         self.key, self.project, self.takes, self.valid = key, project, takes, valid
         self.sats = [m for m, what, _, _ in takes if what == _SATS]
         self.tokens = [m for m, what, _, _ in takes if what == _TPM]
@@ -74,7 +74,7 @@ class Accounts:
         self._periods = _Periods()
         self._plans: dict[str, Plan] = {}
 
-    def plan(self, key: KeyRow, project: ProjectRow, now: float) -> Plan:
+    def plan(self, key: KeyEntry, project: ProjectRow, now: float) -> Plan:
         hit = self._plans.get(key.id)
         if hit is not None and hit.key is key and hit.project is project and now < hit.valid:
             return hit
@@ -85,7 +85,7 @@ class Accounts:
             m = meter(f"key:{key.id}:requests", 0.0, key.max_requests, True)
             takes.append((m, _REQUESTS, "key", key))
         minute = float(int(now // 60) * 60)
-        levels: tuple[tuple[str, KeyRow | ProjectRow], ...] = (("key", key), ("project", project))
+        levels: tuple[tuple[str, KeyEntry | ProjectRow], ...] = (("key", key), ("project", project))
         for kind, row in levels:
             if row.rpm is not None:
                 valid = minute + 60
@@ -132,19 +132,30 @@ class Accounts:
         )
 
     def reserve(
-        self, key: KeyRow, project: ProjectRow, est_sats: float, est_tokens: int
+        self, key: KeyEntry, project: ProjectRow, est_sats: float, est_tokens: int
     ) -> Reservation | ReservationPending:
         """Reserve now, or hand back the slow path (some meter needs a lease). A key without
         limits still gets a reservation: the request log charges every keyed request."""
         now = time.time()
         plan = self.plan(key, project, now)
         res = Reservation(plan, est_sats, est_tokens)
-        if not plan.takes:
+        takes = plan.takes
+        if not takes:
             return res
         amounts = (1, 1, est_tokens, est_sats)
+        if not self.meters.leased:  # exact counters in memory: the common case, inlined
+            for i, (m, what, _, _) in enumerate(takes):
+                amount = amounts[what]
+                if m.used + amount > m.limit + 1e-9:
+                    for done, w, _, _ in takes[:i]:
+                        done.used -= amounts[w]
+                    raise self.refusal(takes[i], now)
+                m.used += amount
+            self.finish(res, now)
+            return res
         taken: list[tuple[Meter, float]] = []
         try_take = self.meters.try_take
-        for i, take in enumerate(plan.takes):
+        for i, take in enumerate(takes):
             m, amount = take[0], amounts[take[1]]
             ok = try_take(m, amount)
             if ok is None:
@@ -171,7 +182,9 @@ class Accounts:
                 (b"x-ratelimit-reset-requests", b"%ds" % max(0, math.ceil(m.window + 60 - now))),
             ]
         if plan.sats:
-            left = min(s.remaining(leased) for s in plan.sats)
+            left = math.inf
+            for s in plan.sats:
+                left = min(left, s.remaining(leased))
             res.headers.append((b"x-arbstr-budget-remaining-sats", b"%.6f" % left))
 
     def settle(self, res: Reservation, charged_sats: float, tokens: int | None) -> None:

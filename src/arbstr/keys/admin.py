@@ -17,6 +17,7 @@ import msgspec
 from msgspec import UNSET
 
 from arbstr.errors import ArbstrError, BadRequest, NotFound
+from arbstr.keys import answers
 from arbstr.keys.crypto import ENV, Cipher
 from arbstr.keys.model import (
     AuditEvent,
@@ -25,8 +26,6 @@ from arbstr.keys.model import (
     hash_key,
     new_id,
     new_key,
-    period_end,
-    period_start,
 )
 from arbstr.keys.schemas import (
     AuditOut,
@@ -93,10 +92,6 @@ def _pages(total: int, per_page: int) -> int:
     return math.ceil(total / per_page) if total else 0
 
 
-def _opt_iso(ts: float | None) -> str | None:
-    return iso(ts) if ts else None
-
-
 class KeyAdmin:
     def __init__(
         self,
@@ -139,7 +134,7 @@ class KeyAdmin:
             await self._failed(actor, "project.create", None, str(exc))
             raise Conflicting(str(exc), param=exc.field) from None
         await self._done()
-        return (await self._projects_out([row]))[0]
+        return (await answers.projects(self.store, self.log, [row]))[0]
 
     async def update_project(
         self, project_id: str, patch: ProjectPatch, actor: Actor
@@ -162,68 +157,19 @@ class KeyAdmin:
         except Missing as exc:
             raise NotFound(str(exc), param="id") from None
         await self._done()
-        return (await self._projects_out([row]))[0]
+        return (await answers.projects(self.store, self.log, [row]))[0]
 
     async def get_project(self, project_id: str) -> ProjectOut:
         row = await self.store.get_project(project_id)
         if row is None:
             raise NotFound(f"no project '{project_id}'", param="id")
-        return (await self._projects_out([row], provider_keys=True))[0]
+        return (await answers.projects(self.store, self.log, [row], provider_keys=True))[0]
 
     async def list_projects(self, page: int = 1, per_page: int = 20) -> ProjectPage:
         offset, limit = _page(page, per_page)
         rows, total = await self.store.list_projects(offset, limit)
-        data = await self._projects_out(rows)
+        data = await answers.projects(self.store, self.log, rows)
         return ProjectPage(data, page, per_page, total, _pages(total, per_page))
-
-    async def _spend(
-        self, scope: str, rows: list[ProjectRow] | list[KeyRow], now: float
-    ) -> dict[str, tuple[float, int, float]]:
-        """Spend in each row's current period; the request count and last use over all time."""
-        ids = [r.id for r in rows]
-        lifetime = await self.log.spend(scope, 0.0, ids)
-        out = {
-            i: (0.0, lifetime.get(i, (0.0, 0, 0.0))[1], lifetime.get(i, (0, 0, 0.0))[2])
-            for i in ids
-        }
-        by_period: dict[float, list[str]] = {}
-        for r in rows:
-            by_period.setdefault(period_start(r.budget_period, now), []).append(r.id)
-        for since, members in by_period.items():
-            spent = lifetime if since == 0 else await self.log.spend(scope, since, members)
-            for i in members:
-                out[i] = (spent.get(i, (0.0, 0, 0.0))[0], out[i][1], out[i][2])
-        return out
-
-    async def _projects_out(
-        self, rows: list[ProjectRow], provider_keys: bool = False
-    ) -> list[ProjectOut]:
-        now = time.time()
-        spend = await self._spend("project", rows, now)
-        masked: dict[str, dict[str, str]] = {}
-        if provider_keys and rows:
-            changes = await self.store.changes_since(min(r.rev for r in rows) - 1)
-            for pk in changes.provider_keys:
-                masked.setdefault(pk.project_id, {})[pk.provider] = pk.masked
-        return [
-            ProjectOut(
-                id=r.id,
-                name=r.name,
-                active=r.active,
-                budget_sats=r.budget_sats,
-                budget_period=r.budget_period,
-                rpm=r.rpm,
-                tpm=r.tpm,
-                allowed_models=r.allowed_models,
-                metadata=r.metadata,
-                created_at=iso(r.created_at),
-                updated_at=_opt_iso(r.updated_at),
-                spend_sats=round(spend[r.id][0], 6),
-                budget_reset_at=_opt_iso(period_end(r.budget_period, now)),
-                provider_keys=masked.get(r.id, {}),
-            )
-            for r in rows
-        ]
 
     # ---- keys ----------------------------------------------------------------------------
     def _expiry(self, expires_at: float | str | None, ttl_s: float | None) -> float | None:
@@ -253,7 +199,7 @@ class KeyAdmin:
             await self._failed(actor, "key.create", None, str(exc))
             raise BadRequest(f"unknown project '{body.project_id}'", param=exc.field) from None
         await self._done()
-        out = (await self._keys_out([row]))[0]
+        out = (await answers.keys(self.log, [row]))[0]
         out.key = plaintext
         return out
 
@@ -277,7 +223,7 @@ class KeyAdmin:
             fields["revoked_at"] = None
         row = await self.store.update_key(key_id, fields, self._event(actor, "key.update", key_id))
         await self._done()
-        return (await self._keys_out([row]))[0]
+        return (await answers.keys(self.log, [row]))[0]
 
     async def revoke_key(self, key_id: str, actor: Actor) -> KeyOut:
         before = await self._key(key_id)
@@ -289,7 +235,7 @@ class KeyAdmin:
             self._event(actor, "key.revoke", key_id),
         )
         await self._done()
-        return (await self._keys_out([row]))[0]
+        return (await answers.keys(self.log, [row]))[0]
 
     async def rotate_key(self, key_id: str, body: RotateBody, actor: Actor) -> KeyOut:
         before = await self._key(key_id)
@@ -306,47 +252,21 @@ class KeyAdmin:
         row = await self.store.update_key(key_id, fields, event)
         event.changes = {"grace_s": [None, grace]}
         await self._done()
-        out = (await self._keys_out([row]))[0]
+        out = (await answers.keys(self.log, [row]))[0]
         out.key = plaintext
         return out
 
     async def get_key(self, key_id: str) -> KeyOut:
-        return (await self._keys_out([await self._key(key_id)]))[0]
+        return (await answers.keys(self.log, [await self._key(key_id)]))[0]
 
     async def list_keys(
         self, project_id: str | None, active: bool | None, page: int = 1, per_page: int = 20
     ) -> KeyPage:
         offset, limit = _page(page, per_page)
         rows, total = await self.store.list_keys(project_id, active, offset, limit)
-        return KeyPage(await self._keys_out(rows), page, per_page, total, _pages(total, per_page))
-
-    async def _keys_out(self, rows: list[KeyRow]) -> list[KeyOut]:
-        now = time.time()
-        spend = await self._spend("key", rows, now)
-        return [
-            KeyOut(
-                id=r.id,
-                project_id=r.project_id,
-                name=r.name,
-                active=r.active,
-                expires_at=_opt_iso(r.expires_at),
-                max_requests=r.max_requests,
-                budget_sats=r.budget_sats,
-                budget_period=r.budget_period,
-                rpm=r.rpm,
-                tpm=r.tpm,
-                allowed_models=r.allowed_models,
-                metadata=r.metadata,
-                created_at=iso(r.created_at),
-                updated_at=_opt_iso(r.updated_at),
-                revoked_at=_opt_iso(r.revoked_at),
-                spend_sats=round(spend[r.id][0], 6),
-                requests=spend[r.id][1],
-                last_used_at=_opt_iso(spend[r.id][2]),
-                budget_reset_at=_opt_iso(period_end(r.budget_period, now)),
-            )
-            for r in rows
-        ]
+        return KeyPage(
+            await answers.keys(self.log, rows), page, per_page, total, _pages(total, per_page)
+        )
 
     # ---- provider keys -------------------------------------------------------------------
     async def put_provider_key(

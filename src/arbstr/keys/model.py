@@ -8,6 +8,7 @@ import hashlib
 import re
 import secrets
 import string
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -17,10 +18,12 @@ __all__ = [
     "KEY_PREFIX",
     "PERIODS",
     "AuditEvent",
+    "KeyEntry",
     "KeyRow",
     "Period",
     "ProjectRow",
     "hash_key",
+    "key_digest",
     "model_allowed",
     "new_id",
     "new_key",
@@ -78,6 +81,44 @@ class KeyRow(msgspec.Struct, kw_only=True):
     rev: int = 0
 
 
+class KeyEntry(msgspec.Struct, kw_only=True, gc=False):
+    """A key as each process mirrors it: what authentication and the limits read, nothing
+    else (100,000 keys in ~35 MB; the name, metadata and times stay in the store). The digest
+    is the raw SHA-256; strings every key repeats are interned."""
+
+    id: str
+    project_id: str
+    digest: bytes
+    prev_digest: bytes | None
+    prev_valid_until: float | None
+    active: bool
+    expires_at: float | None
+    max_requests: int | None
+    budget_sats: float | None
+    budget_period: str
+    rpm: int | None
+    tpm: int | None
+    allowed_models: tuple[str, ...]
+
+    @classmethod
+    def of(cls, row: KeyRow) -> KeyEntry:
+        return cls(
+            id=row.id,
+            project_id=sys.intern(row.project_id),
+            digest=bytes.fromhex(row.key_hash),
+            prev_digest=bytes.fromhex(row.prev_hash) if row.prev_hash else None,
+            prev_valid_until=row.prev_valid_until,
+            active=row.active,
+            expires_at=row.expires_at,
+            max_requests=row.max_requests,
+            budget_sats=row.budget_sats,
+            budget_period=sys.intern(row.budget_period),
+            rpm=row.rpm,
+            tpm=row.tpm,
+            allowed_models=tuple(row.allowed_models) if row.allowed_models else (),
+        )
+
+
 class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One change or one burst of auth failures; never a secret."""
 
@@ -112,7 +153,12 @@ def hash_key(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def model_allowed(patterns: list[str], model: str) -> bool:
+def key_digest(value: str) -> bytes:
+    """The raw SHA-256 of a key (what the mirror looks keys up by)."""
+    return hashlib.sha256(value.encode()).digest()
+
+
+def model_allowed(patterns: list[str] | tuple[str, ...], model: str) -> bool:
     """Exact names or globs (`gpt-4.1-*`); an empty list allows every model."""
     if not patterns:
         return True

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 from arbstr.errors import AuthRequired
-from arbstr.keys.model import KEY_PREFIX, KeyRow, ProjectRow, hash_key, parse_key
+from arbstr.keys.model import KEY_PREFIX, KeyEntry, ProjectRow, key_digest, parse_key
 from arbstr.secrets import ApiKey
 from arbstr.stores.keys.base import Changes, ProviderKeyRow
 
@@ -34,8 +34,8 @@ class KeyRing:
     def __init__(self, decrypt: Callable[[ProviderKeyRow], ApiKey | None] | None = None) -> None:
         self.version = 0
         self.projects: dict[str, ProjectRow] = {}
-        self.keys: dict[str, KeyRow] = {}
-        self.by_hash: dict[str, str] = {}
+        self.keys: dict[str, KeyEntry] = {}
+        self.by_hash: dict[bytes, KeyEntry] = {}  # the current digest and, in a grace, the old
         self.provider_keys: dict[str, dict[str, ApiKey]] = {}
         self._decrypt = decrypt
 
@@ -54,18 +54,19 @@ class KeyRing:
             if key is not None:
                 self.provider_keys.setdefault(row.project_id, {})[row.provider] = key
         for key_row in changes.keys:
-            old = self.keys.get(key_row.id)
+            entry = KeyEntry.of(key_row)
+            old = self.keys.get(entry.id)
             if old is not None:
-                self.by_hash.pop(old.key_hash, None)
-                if old.prev_hash:
-                    self.by_hash.pop(old.prev_hash, None)
-            self.keys[key_row.id] = key_row
-            self.by_hash[key_row.key_hash] = key_row.id
-            if key_row.prev_hash:
-                self.by_hash[key_row.prev_hash] = key_row.id
+                self.by_hash.pop(old.digest, None)
+                if old.prev_digest:
+                    self.by_hash.pop(old.prev_digest, None)
+            self.keys[entry.id] = entry
+            self.by_hash[entry.digest] = entry
+            if entry.prev_digest:
+                self.by_hash[entry.prev_digest] = entry
         self.version = max(self.version, changes.version)
 
-    def identify(self, authorization: bytes | None, now: float) -> tuple[KeyRow, ProjectRow]:
+    def identify(self, authorization: bytes | None, now: float) -> tuple[KeyEntry, ProjectRow]:
         """The key and project a request's `Authorization` names; raises the refusal."""
         if authorization is None:
             raise KeyRefused(
@@ -78,14 +79,13 @@ class KeyRing:
             raise KeyRefused(
                 "malformed Authorization header: expected 'Bearer sk-arb-...'", "invalid_api_key"
             )
-        digest = hash_key(token) if token.startswith(KEY_PREFIX) else ""
-        key_id = self.by_hash.get(digest) if digest else None
-        if key_id is None:  # the format is checked only to say why (a hit is well formed)
+        digest = key_digest(token) if token.startswith(KEY_PREFIX) else b""
+        key = self.by_hash.get(digest) if digest else None
+        if key is None:  # the format is checked only to say why (a hit is well formed)
             if parse_key(token) is None:
                 raise KeyRefused("invalid API key: not an arbstr virtual key", "invalid_api_key")
             raise KeyRefused("invalid API key", "invalid_api_key")
-        key = self.keys[key_id]
-        if digest != key.key_hash and (key.prev_valid_until or 0) <= now:
+        if digest != key.digest and (key.prev_valid_until or 0) <= now:
             raise KeyRefused("invalid API key: this secret was rotated", "invalid_api_key", key.id)
         if not key.active:
             raise KeyRefused(f"key {key.id} is revoked or inactive", "key_inactive", key.id)

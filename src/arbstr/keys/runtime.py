@@ -6,24 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import hmac
 import logging
+import sys
 import time
 from collections.abc import Callable
 
 from arbstr.keys.accounts import Accounts
 from arbstr.keys.crypto import Cipher, CipherError
 from arbstr.keys.meters import Meters
-from arbstr.keys.model import period_start
+from arbstr.keys.model import PERIODS, period_start
 from arbstr.keys.ring import KeyRing
 from arbstr.keys.throttle import AuthThrottle
 from arbstr.secrets import ApiKey
-from arbstr.stores.keys.base import KeyStore, ProviderKeyRow
+from arbstr.stores.keys.base import Changes, KeyStore, ProviderKeyRow
 from arbstr.stores.requestlog.base import RequestLog
 
 __all__ = ["KeyService"]
 
 log = logging.getLogger(__name__)
+LOAD_PAGE = 10_000  # keys read at a time at startup
+
+
+def _release_freed_memory() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class KeyService:
@@ -73,12 +83,29 @@ class KeyService:
 
     async def start(self) -> None:
         started = time.perf_counter()
-        changes = await self.store.changes_since(0)
+        changes = await self.store.changes_since(0, with_keys=False)
         if changes.provider_keys and self.cipher is None:
             from arbstr.keys.crypto import ENV
 
             raise CipherError(f"the key store holds provider keys but {ENV} is not set")
-        self.ring.apply(changes)
+        self.ring.apply(changes)  # projects and the version first: a key changed while the
+        after = ""  # pages load is newer than that version, and the next poll applies it again
+        collecting = gc.isenabled()
+        gc.disable()  # 100,000 keys: the collector would walk the growing mirror again and again
+        try:
+            while True:
+                page = await self.store.keys_page(after, LOAD_PAGE)
+                if not page:
+                    break
+                self.ring.apply(Changes(version=0, projects=[], keys=page, provider_keys=[]))
+                after = page[-1].id
+                del page
+        finally:
+            if collecting:
+                gc.enable()
+        del changes
+        gc.collect()
+        _release_freed_memory()  # the full load's rows: gone, but glibc keeps the pages
         await self._seed()
         await self.meters.start()
         self._task = asyncio.create_task(self._poll())
@@ -93,15 +120,18 @@ class KeyService:
         """What each budget's period and each lifetime request count already hold."""
         now = time.time()
         seeds = self.meters.seeds
+        starts = {p: period_start(p, now) for p in PERIODS}
         for scope, rows in (("key", self.ring.keys), ("project", self.ring.projects)):
             lifetime = await self.request_log.spend(scope, 0.0)
-            periods = {period_start(r.budget_period, now) for r in rows.values() if r.budget_sats}
+            periods = {starts[r.budget_period] for r in rows.values() if r.budget_sats}
             spent = {0.0: lifetime}
             for p in periods - {0.0}:
                 spent[p] = await self.request_log.spend(scope, p)
+            if not any(spent.values()):
+                continue  # nothing recorded yet for any of them
             for row_id, row in rows.items():
                 if row.budget_sats is not None:
-                    window = period_start(row.budget_period, now)
+                    window = starts[row.budget_period]
                     charged = spent[window].get(row_id)
                     if charged:
                         seeds[(f"{scope}:{row_id}:sats", window)] = charged[0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from arbstr.config import Settings
 from arbstr.keys.accounts import Reservation
-from arbstr.keys.model import KeyRow, ProjectRow
+from arbstr.keys.model import KeyEntry, ProjectRow
 from arbstr.keys.runtime import KeyService
 from arbstr.recording.record import RecordSink, RequestRecord
 from arbstr.reliability.health import ProviderHealth
@@ -67,7 +67,7 @@ class RequestContext:
     calls: int = 0  # upstream calls made (x-arbstr-attempts)
     upstream_s: float = 0.0  # time spent waiting on upstream calls and backoff sleeps
     bodies: dict[str, bytes] = field(default_factory=dict)  # rewritten body per upstream model
-    key: KeyRow | None = None  # the virtual key, once authenticated (auth on)
+    key: KeyEntry | None = None  # the virtual key, once authenticated (auth on)
     project: ProjectRow | None = None
     reservation: Reservation | None = None
 

@@ -58,7 +58,7 @@ class MemoryKeyStore:
         self._version += 1
         return self._version
 
-    async def changes_since(self, version: int) -> Changes:
+    async def changes_since(self, version: int, with_keys: bool = True) -> Changes:
         """Rows changed after `version`; the provider keys are each changed project's whole
         set (a project's `rev` moves when one of its provider keys does)."""
         projects = [p for p in self.projects.values() if p.rev > version]
@@ -66,7 +66,7 @@ class MemoryKeyStore:
         return Changes(
             version=self._version,
             projects=projects,
-            keys=[k for k in self.keys.values() if k.rev > version],
+            keys=[k for k in self.keys.values() if k.rev > version] if with_keys else [],
             provider_keys=[r for (p, _), r in self.provider_keys.items() if p in ids],
         )
 
@@ -123,6 +123,9 @@ class MemoryKeyStore:
 
     async def get_key(self, key_id: str) -> KeyRow | None:
         return self.keys.get(key_id)
+
+    async def keys_page(self, after: str, limit: int) -> list[KeyRow]:
+        return sorted((k for k in self.keys.values() if k.id > after), key=lambda k: k.id)[:limit]
 
     async def list_keys(
         self, project_id: str | None, active: bool | None, offset: int, limit: int
