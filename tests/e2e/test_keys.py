@@ -237,9 +237,8 @@ async def test_requests_far_from_their_caps_do_not_wait_on_the_store(
     headers = {"authorization": f"Bearer {made['key']}"}
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     calls = ("lease", "charge", "get_key", "get_project", "list_keys", "changes_since")
+    before = k.store.total(*calls)
     async with httpx.AsyncClient(timeout=10) as client:
-        await client.post(k.url + "/v1/chat/completions", json=body, headers=headers)
-        before = k.store.total(*calls)
         for _ in range(10):
             rs = await asyncio.gather(*(
                 client.post(k.url + "/v1/chat/completions", json=body, headers=headers)
@@ -249,8 +248,8 @@ async def test_requests_far_from_their_caps_do_not_wait_on_the_store(
     statements = k.store.total(*calls) - before
     print(f"store statements for 300 requests ({'leased' if leased else 'one process'}): "
           f"{statements}")  # fmt: skip
-    if leased:
-        assert statements <= 30  # slices of an eighth of the remainder: a handful, not 300
+    if leased:  # one lease per meter (key and project, budget and rpm), then local slices
+        assert 1 <= statements <= 12
     else:
         assert statements == 0
 
