@@ -26,6 +26,7 @@ from arbstr.api.openai import (
 )
 from arbstr.api.openapi import document_proxy_routes, openapi_config
 from arbstr.api.stats import get_request, list_requests, stats, timeseries
+from arbstr.api.ui import Sessions, ui_handlers, ui_templates
 from arbstr.config import Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.keys.admin import KeyAdmin
@@ -156,7 +157,9 @@ def create_app(
             list_requests,
             get_request,
             *ADMIN_ROUTES,
+            *ui_handlers(),
         ],
+        template_config=ui_templates(),
         dependencies=dependencies,
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
@@ -164,6 +167,8 @@ def create_app(
         debug=False,
     )
     document_proxy_routes(app)
+    token = settings.admin_token.reveal() if settings.admin_token is not None else None
+    app.state.ui_sessions = Sessions(token)  # signed by the admin token: a new token logs out
     return app
 
 

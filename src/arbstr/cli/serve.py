@@ -288,7 +288,9 @@ def demo_banner(
             f"  {name:<12} {url:<28} {inp:g}/{outp:g} sats per 1k in/out, fee {fee:g}: {desc}"
         )
     lines += [
-        f"\nGateway on {base}  (config: {config})\nTry:",
+        f"\nGateway on {base}  (config: {config})",
+        f"Dashboard: {base}/ui",
+        "Try:",
         f"  curl -si {base}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
         '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}\'',
         f"  curl -s {base}/health",

@@ -1,0 +1,154 @@
+"""The dashboard over real sockets (httpx; the browser tests are a separate mark): pages render
+from the request log, filters are query parameters, login and logout with a session cookie and
+CSRF, security headers on every page, bad parameters give a page that says what was wrong, and
+no page holds a secret."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from .conftest import SimSpec, StackFactory
+from .keyed import ADMIN, PRICED, Keyed, keyed, keyed_fixture
+
+__all__ = ["keyed"]
+
+
+def traffic(url: str, n: int = 3, headers: dict[str, str] | None = None) -> list[str]:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    ids = []
+    for _ in range(n):
+        r = httpx.post(url + "/v1/chat/completions", json=body, headers=headers or {})
+        ids.append(r.headers["x-arbstr-request-id"])
+    return ids
+
+
+def test_pages_render_with_auth_off_behind_a_banner(stack: StackFactory) -> None:
+    s = stack([SimSpec("alpha", models=["gpt-4o-mini"])])
+    ids = traffic(s.url)
+    s.last_record(3)
+    import time
+
+    time.sleep(0.5)  # the recorder's flush
+    root = httpx.get(s.url + "/")
+    assert root.status_code == 200 and 'href="/ui"' in root.text
+    for path in ("/ui", "/ui?range=last_1h", "/ui/requests", "/ui/requests?success=true",
+                 f"/ui/requests/{ids[0]}", "/ui/audit"):  # fmt: skip
+        r = httpx.get(s.url + path)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert "Auth is off" in r.text
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert "unsafe-inline" not in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+    overview = httpx.get(s.url + "/ui").text
+    assert "<svg" in overview and "<title>Requests per" in overview
+    assert re.search(r"<strong>3</strong>", overview)  # the requests tile
+    listed = httpx.get(s.url + "/ui/requests").text
+    assert all(f"/ui/requests/{i}" in listed for i in ids)
+    detail = httpx.get(s.url + f"/ui/requests/{ids[0]}").text
+    assert "alpha" in detail and "formula" in detail
+    css = httpx.get(s.url + "/ui/static/arbstr.css")
+    assert css.status_code == 200 and "prefers-color-scheme" in css.text
+
+
+def test_bad_parameters_give_a_page_that_says_what_was_wrong(stack: StackFactory) -> None:
+    s = stack([SimSpec("alpha")])
+    for path, word in [("/ui?range=forever", "range"), ("/ui/requests?sort=price", "sort"),
+                       ("/ui/requests?page=-1", "page"), ("/ui/requests?since=yesterday", "since"),
+                       ("/ui/audit?page=x", "page")]:  # fmt: skip
+        r = httpx.get(s.url + path)
+        assert r.status_code == 400, path
+        assert "That did not work" in r.text and word in r.text
+        assert "Traceback" not in r.text
+    assert httpx.get(s.url + "/ui/requests/nope").status_code == 404
+
+
+def test_login_session_csrf_and_logout(keyed: Keyed) -> None:
+    made = keyed.key()
+    traffic(keyed.url, 2, {"authorization": f"Bearer {made['key']}"})
+    with httpx.Client(base_url=keyed.url) as client:
+        first = client.get("/ui")
+        assert first.status_code in (302, 303, 307) and "/ui/login" in first.headers["location"]
+        form = client.get("/ui/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text).group(1)
+        wrong = client.post("/ui/login", data={"token": "nope", "login_csrf": token})
+        assert wrong.status_code == 401 and "not the admin token" in wrong.text
+        forged = client.post("/ui/login", data={"token": ADMIN, "login_csrf": "forged"})
+        assert forged.status_code == 403  # the right token, but not from our form
+        token = re.search(r'name="login_csrf" value="([^"]+)"', forged.text).group(1)
+        ok = client.post("/ui/login", data={"token": ADMIN, "login_csrf": token, "next": "/ui"})
+        assert ok.status_code == 303, ok.text
+        cookie = next(c for c in ok.headers.get_list("set-cookie") if "arbstr_session=" in c)
+        assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+        assert "secure" not in cookie.lower()  # plain http here; Secure when served over TLS
+        page = client.get("/ui")
+        assert page.status_code == 200 and "Auth is off" not in page.text
+        for path in ("/ui", "/ui/requests", "/ui/audit"):
+            html = client.get(path).text
+            assert made["key"] not in html and ADMIN not in html
+        audit = client.get("/ui/audit?action=admin.login").text
+        assert "admin.login" in audit
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert client.post("/ui/logout", data={}).status_code == 403  # no CSRF token
+        out = client.post("/ui/logout", data={"csrf": csrf})
+        assert out.status_code == 303
+        client.cookies.clear()
+        again = client.get("/ui")
+        assert again.status_code in (302, 303, 307)
+    failures = [e for e in keyed.store.audit if e.action == "admin.login"]
+    assert len(failures) == 1 and failures[0].outcome == "success"
+
+
+def test_a_session_ends_when_the_admin_token_changes(stack: StackFactory) -> None:
+    from arbstr.api.ui.session import Sessions
+
+    old, new = Sessions("token-one-0123456789"), Sessions("token-two-0123456789")
+    cookie = old.issue()
+    assert old.nonce(cookie) is not None
+    assert new.nonce(cookie) is None
+    assert old.nonce(cookie, now=10**12) is None  # expired
+    assert old.nonce(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
+    k = keyed_fixture(stack, specs=[PRICED])
+    stale = httpx.get(k.url + "/ui", cookies={"arbstr_session": cookie})
+    assert stale.status_code in (302, 303, 307)
+
+
+def test_providers_page_and_its_live_part(stack: StackFactory) -> None:
+    s = stack([SimSpec("alpha", models=["gpt-4o-mini"], api_key="sk-provider-secret-0123456789")])
+    traffic(s.url, 2)
+    page = httpx.get(s.url + "/ui/providers")
+    assert page.status_code == 200
+    assert "alpha" in page.text and 'src="/ui/static/live.js"' in page.text
+    assert "sk-provider-secret-0123456789" not in page.text and "sk-pro...***" in page.text
+    live = httpx.get(s.url + "/ui/providers?partial=1")
+    assert live.status_code == 200 and "<table>" in live.text and "closed" in live.text
+    assert httpx.get(s.url + "/ui/static/live.js").status_code == 200
+
+
+def test_keys_page_creates_shows_once_rotates_and_revokes(keyed: Keyed) -> None:
+    with httpx.Client(base_url=keyed.url) as client:
+        form = client.get("/ui/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text).group(1)
+        client.post("/ui/login", data={"token": ADMIN, "login_csrf": token})
+        page = client.get("/ui/keys")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert client.post("/ui/projects", data={"name": "web"}).status_code == 403  # no CSRF
+        made = client.post("/ui/projects", data={"csrf": csrf, "name": "web", "budget_sats": "50"})
+        assert "project web" in made.text
+        bad = client.post("/ui/projects", data={"csrf": csrf, "name": "x", "budget_sats": "-3"})
+        assert "budget_sats" in bad.text
+        project_id = next(iter(keyed.store.projects))
+        created = client.post("/ui/keys", data={"csrf": csrf, "project_id": project_id,
+                                                "name": "bot", "rpm": "5"})  # fmt: skip
+        plaintext = re.search(r'id="plaintext" readonly value="(sk-arb-[^"]+)"', created.text)
+        assert plaintext, created.text[:2000]
+        key_id = next(iter(keyed.store.keys))
+        listed = client.get("/ui/keys").text
+        assert key_id in listed and plaintext.group(1) not in listed  # the id, never the key
+        rotated = client.post(f"/ui/keys/{key_id}/rotate", data={"csrf": csrf})
+        assert "rotated" in rotated.text and plaintext.group(1) not in rotated.text
+        revoked = client.post(f"/ui/keys/{key_id}/revoke", data={"csrf": csrf})
+        assert "revoked" in revoked.text
+    assert not keyed.store.keys[key_id].active
+    assert [e.action for e in keyed.store.audit][-3:] == ["key.create", "key.rotate", "key.revoke"]
