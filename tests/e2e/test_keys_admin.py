@@ -112,6 +112,10 @@ def test_a_key_reads_only_its_own_projects_requests(keyed: Keyed) -> None:
     assert stats["counts"]["total"] == 1
     admin = keyed.admin("GET", "/v1/stats").json()
     assert admin["counts"]["total"] == 2
+    grouped = keyed.admin("GET", "/v1/stats", params={"group_by": "key"}).json()
+    assert set(grouped["keys"]) == {mine["id"], theirs["id"]}
+    by_project = keyed.admin("GET", "/v1/stats", params={"group_by": "project"}).json()
+    assert by_project["projects"][mine["project_id"]]["counts"]["total"] == 1
     usage = keyed.admin("GET", f"/admin/keys/{mine['id']}/usage").json()
     assert usage["counts"]["total"] == 1 and usage["costs"]["total_cost_sats"] == pytest.approx(1.4)
 

@@ -152,3 +152,48 @@ def test_keys_page_creates_shows_once_rotates_and_revokes(keyed: Keyed) -> None:
         assert "revoked" in revoked.text
     assert not keyed.store.keys[key_id].active
     assert [e.action for e in keyed.store.audit][-3:] == ["key.create", "key.rotate", "key.revoke"]
+
+
+def test_the_candidate_test_calls_every_candidate_once(stack: StackFactory) -> None:
+    from arbstr.sim import SimProfile
+
+    s = stack([
+        SimSpec("cheap", input_rate=1, models=["gpt-4o-mini"],
+                profile=SimProfile(failure_rate=1.0, failure_status=503)),
+        SimSpec("dear", input_rate=9, models=["gpt-4o-mini"]),
+    ])  # fmt: skip
+    r = httpx.post(s.url + "/v1/test/gpt-4o-mini", json={"prompt": "hello there"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    by = {x["provider"]: x for x in body["results"]}
+    assert by["cheap"]["status"] == 503 and by["dear"]["status"] == 200
+    assert by["dear"]["answer"] and by["dear"]["cost_sats"] > 0
+    assert body["summary"] == {"ok": 1, "failed": 1, "cheapest": "dear", "fastest": "dear"}
+    assert s.sim("cheap").chat_hits == 1 and s.sim("dear").chat_hits == 1  # once each
+    assert httpx.post(s.url + "/v1/test/nope", json={}).status_code == 400
+    assert httpx.post(s.url + "/v1/test/gpt-4o-mini", json={"x": 1}).status_code == 400
+    assert {rec.endpoint for rec in s.sink.records} == {"test"}
+
+
+def test_the_playground_answers_streams_and_compares_as_the_operator(keyed: Keyed) -> None:
+    with httpx.Client(base_url=keyed.url) as client:
+        form = client.get("/ui/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text).group(1)
+        client.post("/ui/login", data={"token": ADMIN, "login_csrf": token})
+        page = client.get("/ui/playground")
+        assert page.status_code == 200 and "gpt-4o-mini" in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        form_data = {"csrf": csrf, "model": "gpt-4o-mini", "prompt": "hi", "action": "run"}
+        assert client.post("/ui/playground", data={**form_data, "csrf": "x"}).status_code == 403
+        answered = client.post("/ui/playground", data=form_data)
+        assert answered.status_code == 200 and "alpha" in answered.text
+        with client.stream("POST", "/ui/playground/stream", data=form_data) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            text = "".join(r.iter_text())
+        assert '"arbstr"' in text and text.endswith("data: [DONE]\n\n")
+        tested = client.post("/ui/playground", data={**form_data, "action": "test"})
+        assert "Every candidate of gpt-4o-mini" in tested.text
+    assert {r.endpoint for r in keyed.stack.sink.records} >= {"chat", "test"}
+    assert all(r.key_id is None for r in keyed.stack.sink.records)  # the operator, no key
+    # the operator path is the dashboard's only: the proxy still refuses a request without a key
+    assert httpx.post(keyed.url + "/v1/chat/completions", json={}).status_code == 401

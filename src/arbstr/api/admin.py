@@ -32,6 +32,7 @@ from arbstr.keys.schemas import (
     ProviderKeyBody,
     RotateBody,
 )
+from arbstr.pipeline.probe import CandidateTest, probe_candidates
 from arbstr.stores.keys.base import AuditQuery
 from arbstr.stores.requestlog.base import StatsResult
 
@@ -267,7 +268,22 @@ async def own_key(request: Request[Any, Any, Any], key_admin: KeyAdminDep) -> Ow
     )
 
 
+class CandidateTestBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    prompt: str = "Say hello in five words."
+
+
+@post("/v1/test/{model:str}", status_code=200, guards=[admin_only], tags=["operator"])
+async def candidate_test(
+    request: Request[Any, Any, Any], model: FromPath[str], data: JSONBody[CandidateTestBody]
+) -> CandidateTest:
+    """Call every candidate of a model or chain once, ignoring cooldowns and circuits; each
+    one's status, latency, tokens, cost and the start of its answer, plus a summary."""
+    shared = request.app.state.gateway.shared
+    return await probe_candidates(shared, model, data.prompt)
+
+
 ADMIN_ROUTES = [
+    candidate_test,
     create_project,
     list_projects,
     get_project,

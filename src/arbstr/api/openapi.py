@@ -56,7 +56,7 @@ _QUERY: dict[str, tuple[str, str]] = {
     "until": ("string", "ISO 8601 end (default now)"),
     "model": ("string", "only this requested model"),
     "provider": ("string", "only this provider"),
-    "group_by": ("string", "model | provider"),
+    "group_by": ("string", "model | provider | key | project"),
     "bucket": ("string", "minute | hour | day (minute: at most 2 days; default range 24 h)"),
     "page": ("integer", "page number, from 1"),
     "per_page": ("integer", "rows per page (default 20, at most 100)"),

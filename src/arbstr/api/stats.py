@@ -159,7 +159,7 @@ async def stats(request: Request[Any, Any, Any], request_log: RequestLogDep) -> 
     """Totals, costs, latency percentiles and savings over a time range, optionally grouped."""
     params = _params(request)
     query = _scope(request, parse_stats_query(params))
-    group = _choice(params, "group_by", ("model", "provider"), None)
+    group = _choice(params, "group_by", ("model", "provider", "key", "project"), None)
     return await request_log.stats(query, group)
 
 

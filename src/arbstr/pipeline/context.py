@@ -38,6 +38,7 @@ class RequestMeta:
     authorization: bytes | None = None  # the raw header value: read by `authenticate` only
     client_ip: str | None = None
     project_id: str | None = None  # set by `authenticate`: the project's own upstream keys
+    operator: bool = False  # the dashboard's playground, behind an admin session: no key
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from litestar.template.config import TemplateConfig
 
 from arbstr.api.ui.manage import MANAGE_ROUTES
 from arbstr.api.ui.pages import UI_ROUTES
+from arbstr.api.ui.playground import PLAYGROUND_ROUTES
 from arbstr.api.ui.session import Sessions
 
 __all__ = ["Sessions", "ui_handlers", "ui_templates"]
@@ -26,4 +27,4 @@ def ui_handlers() -> list[Any]:
     static = create_static_files_router(
         path="/ui/static", directories=[HERE / "static"], include_in_schema=False
     )
-    return [*UI_ROUTES, *MANAGE_ROUTES, static]
+    return [*UI_ROUTES, *MANAGE_ROUTES, *PLAYGROUND_ROUTES, static]

@@ -104,6 +104,8 @@ async def overview(request: Request[Any, Any, Any]) -> Template | Redirect:
     series = await log.timeseries(query, bucket)  # type: ignore[arg-type]
     by_provider = (await log.stats(query, "provider")).providers or {}
     by_model = (await log.stats(query, "model")).models or {}
+    by_project = (await log.stats(query, "project")).projects or {}
+    by_key = (await log.stats(query, "key")).keys or {}
     labels = [p.start[5:16].replace("T", " ") for p in series.data]
     chart = bars(f"Requests per {bucket}", labels, [float(p.counts.total) for p in series.data])
     cost_chart = bars(
@@ -125,6 +127,8 @@ async def overview(request: Request[Any, Any, Any]) -> Template | Redirect:
             "cost_chart": cost_chart,
             "by_provider": by_provider,
             "by_model": by_model,
+            "by_project": by_project,
+            "by_key": by_key,
         },
     )
 

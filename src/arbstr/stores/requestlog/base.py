@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 SortColumn = Literal["timestamp", "cost_sats", "latency_ms"]
-GroupBy = Literal["model", "provider"]
+GroupBy = Literal["model", "provider", "key", "project"]
 Bucket = Literal["minute", "hour", "day"]
 
 
@@ -94,6 +94,8 @@ class StatsResult(msgspec.Struct, omit_defaults=True):
     percentiles: str = "exact"  # exact | approximate (from hourly histograms)
     models: dict[str, GroupStats] | None = None
     providers: dict[str, GroupStats] | None = None
+    keys: dict[str, GroupStats] | None = None  # group_by=key: virtual keys (ids)
+    projects: dict[str, GroupStats] | None = None
 
 
 class TimeseriesPoint(msgspec.Struct):

@@ -51,7 +51,7 @@ EXACT_PERCENTILE_ROWS = 20_000
 # whitelists: nothing a client sends is ever spliced into SQL except through these maps
 _SORT = {"timestamp": "ts", "cost_sats": "cost_sats", "latency_ms": "latency_ms"}
 _ORDER = {"asc": "ASC", "desc": "DESC"}
-_GROUP = {"model": "model", "provider": "provider"}
+_GROUP = {"model": "model", "provider": "provider", "key": "key_id", "project": "project_id"}
 _RAW_SUMS = (
     "COUNT(*), SUM(success), SUM(1 - success), SUM(streaming), SUM(COALESCE(input_tokens, 0)), "
     "SUM(COALESCE(output_tokens, 0)), SUM(COALESCE(cost_sats, 0)), "
@@ -113,8 +113,9 @@ def _filters(q: StatsQuery | ListQuery, time_col: str = "ts") -> tuple[str, list
     return "".join(f" AND {w}" for w in where), params
 
 
-def _rollup_table(q: StatsQuery) -> str:
-    return "requests_hourly_keys" if q.key_id or q.project_id else "requests_hourly"
+def _rollup_table(q: StatsQuery, group: str | None = None) -> str:
+    keyed = q.key_id or q.project_id or group in ("key_id", "project_id")
+    return "requests_hourly_keys" if keyed else "requests_hourly"
 
 
 def _percentile_from_hist(hist: Sequence[float], q: float) -> float | None:
@@ -223,7 +224,7 @@ class SqlRequestLog(abc.ABC):
         if h1 > h0:
             edges = [(q.since, h0), (h1, q.until)]
             rows = await self.fetch(
-                f"SELECT {gsel}{_ROLLUP_SUMS} FROM {_rollup_table(q)} "
+                f"SELECT {gsel}{_ROLLUP_SUMS} FROM {_rollup_table(q, group)} "
                 f"WHERE hour >= ? AND hour < ?{cond}{gby}",
                 [h0, h1, *params],
             )
@@ -295,8 +296,12 @@ class SqlRequestLog(abc.ABC):
                 groups[key or "(none)"] = acc.result(g_lats)
             if group_by == "model":
                 result.models = groups
-            else:
+            elif group_by == "provider":
                 result.providers = groups
+            elif group_by == "key":
+                result.keys = groups
+            else:
+                result.projects = groups
         return result
 
     async def timeseries(self, query: StatsQuery, bucket: Bucket) -> Timeseries:
