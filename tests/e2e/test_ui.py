@@ -197,3 +197,10 @@ def test_the_playground_answers_streams_and_compares_as_the_operator(keyed: Keye
     assert all(r.key_id is None for r in keyed.stack.sink.records)  # the operator, no key
     # the operator path is the dashboard's only: the proxy still refuses a request without a key
     assert httpx.post(keyed.url + "/v1/chat/completions", json={}).status_code == 401
+
+
+def test_a_submitted_filter_form_with_empty_fields_is_not_an_error(stack: StackFactory) -> None:
+    s = stack([SimSpec("alpha")])
+    r = httpx.get(s.url + "/ui/requests?model=&provider=alpha&key_id=&success=&sort=timestamp")
+    assert r.status_code == 200, r.text[:300]
+    assert httpx.get(s.url + "/ui?range=last_1h&since=&until=").status_code == 200

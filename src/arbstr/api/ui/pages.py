@@ -19,6 +19,7 @@ from arbstr.keys.model import AuditEvent, new_id
 from arbstr.keys.runtime import KeyService
 from arbstr.stores.keys.base import AuditQuery
 from arbstr.stores.requestlog import RequestLog
+from arbstr.stores.requestlog.sql import iso
 
 __all__ = ["UI_ROUTES"]
 
@@ -90,7 +91,7 @@ def root() -> Response[str]:
 @get("/ui", include_in_schema=False)
 async def overview(request: Request[Any, Any, Any]) -> Template | Redirect:
     """Tiles, a time series and breakdowns for a range, from the hourly rollups."""
-    params = dict(request.query_params)
+    params = {k: v for k, v in request.query_params.items() if v}
     params.setdefault("range", "last_24h")
     try:
         query = parse_stats_query(params)
@@ -106,10 +107,18 @@ async def overview(request: Request[Any, Any, Any]) -> Template | Redirect:
     by_model = (await log.stats(query, "model")).models or {}
     by_project = (await log.stats(query, "project")).projects or {}
     by_key = (await log.stats(query, "key")).keys or {}
-    labels = [p.start[5:16].replace("T", " ") for p in series.data]
-    chart = bars(f"Requests per {bucket}", labels, [float(p.counts.total) for p in series.data])
+    size = {"minute": 60, "hour": 3600, "day": 86400}[bucket]
+    found = {p.start: p for p in series.data}
+    starts = [iso(t) for t in range(int(query.since // size * size), int(query.until), size)]
+    points = [found.get(t) for t in starts]  # every bucket of the range, the empty ones too
+    labels = [t[5:16].replace("T", " ") for t in starts]
+    chart = bars(
+        f"Requests per {bucket}", labels, [float(p.counts.total) if p else 0.0 for p in points]
+    )
     cost_chart = bars(
-        f"Cost per {bucket} (sats)", labels, [p.costs.total_cost_sats for p in series.data]
+        f"Cost per {bucket} (sats)",
+        labels,
+        [p.costs.total_cost_sats if p else 0.0 for p in points],
     )
     counts = totals.counts
     error_rate = counts.error / counts.total * 100 if counts.total else 0.0
@@ -136,7 +145,7 @@ async def overview(request: Request[Any, Any, Any]) -> Template | Redirect:
 @get("/ui/requests", include_in_schema=False)
 async def requests_page(request: Request[Any, Any, Any]) -> Template | Redirect:
     """The request log with the `/v1/requests` filters, sort and pages."""
-    params = dict(request.query_params)
+    params = {k: v for k, v in request.query_params.items() if v}  # a form's empty fields
     try:
         query = parse_list_query(params)
     except ArbstrError as exc:
