@@ -46,8 +46,21 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def test_the_demo_routes_without_any_key() -> None:
-    proc, url, _ = start()
+    proc, url, lines = start()
     try:
+        assert f"Dashboard: {url}/ui" in "".join(lines)
+        deadline = time.monotonic() + 30  # its own traffic: a failover and a cooldown
+        failover = cooldown = False
+        while not (failover and cooldown):
+            assert time.monotonic() < deadline, (failover, cooldown)
+            time.sleep(1)
+            rows = httpx.get(url + "/v1/requests", params={"per_page": 50}).json()["data"]
+            for row in rows:
+                detail = httpx.get(url + f"/v1/requests/{row['id']}").json()
+                failover |= row["success"] and len(detail["attempts"]) > 1
+            limits = httpx.get(url + "/v1/ratelimits").json()
+            cooldown |= "cooling" in str(limits) or "exhausted" in str(limits)
+        assert "<svg" in httpx.get(url + "/ui").text
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
         providers = {
             httpx.post(url + "/v1/chat/completions", json=body, timeout=10).headers[

@@ -204,3 +204,25 @@ def test_a_submitted_filter_form_with_empty_fields_is_not_an_error(stack: StackF
     r = httpx.get(s.url + "/ui/requests?model=&provider=alpha&key_id=&success=&sort=timestamp")
     assert r.status_code == 200, r.text[:300]
     assert httpx.get(s.url + "/ui?range=last_1h&since=&until=").status_code == 200
+
+
+def test_no_page_holds_a_secret(stack: StackFactory) -> None:
+    provider_key = "sk-provider-secret-0123456789"
+    spec = SimSpec("alpha", models=["gpt-4o-mini"], api_key=provider_key)
+    k = keyed_fixture(stack, specs=[spec])
+    made = k.key(budget_sats=10.0)
+    traffic(k.url, 2, {"authorization": f"Bearer {made['key']}"})
+    k.stack.last_record(2)
+    with httpx.Client(base_url=k.url) as client:
+        form = client.get("/ui/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text).group(1)
+        client.post("/ui/login", data={"token": ADMIN, "login_csrf": token})
+        pages = ["/", "/ui", "/ui/requests", "/ui/providers", "/ui/providers?partial=1",
+                 "/ui/keys", "/ui/audit", "/ui/playground"]  # fmt: skip
+        pages += [f"/ui/requests/{r.id}" for r in k.stack.sink.records]
+        for path in pages:
+            r = client.get(path)
+            assert r.status_code == 200, path
+            for secret in (provider_key, ADMIN, made["key"]):
+                assert secret not in r.text, (path, secret[:6])
+                assert secret not in str(r.headers), (path, secret[:6])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import secrets
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -296,6 +298,7 @@ def demo_banner(
         f"  curl -s {base}/health",
         f"  curl -s {base}/v1/requests{auth}",
         f"  curl -s {base}/v1/stats{auth}",
+        "The demo sends a request every 2 s (--no-traffic to stop it): watch the dashboard.",
         "What to look for in the response headers, request after request:",
         "  x-arbstr-provider   cheap-flaky when it answers; steady when it failed (a failover)",
         "  x-arbstr-retries    1/cheap-flaky, 1/mid-limited: the failed attempts behind an answer",
@@ -352,6 +355,12 @@ def demo(
     auth: Annotated[
         bool, typer.Option("--auth", help="Virtual keys on: print an admin token and a key")
     ] = False,
+    traffic: Annotated[
+        bool,
+        typer.Option(
+            "--traffic/--no-traffic", help="Send a request every 2 s so the dashboard has data"
+        ),
+    ] = True,
 ) -> None:
     """Three local simulated providers (cheap+flaky, rate-limited, steady) behind the gateway."""
     from arbstr.sim import run_in_thread
@@ -372,4 +381,33 @@ def demo(
         for name, *_ in DEMO_PROVIDERS:  # keys by the env convention, as a real setup should
             os.environ[convention_var(name)] = f"sim-{name}-key-not-a-secret"
         banner = demo_banner(f"http://{host}:{port}", cluster.urls, path, keys)
-        run_server(host, port, 1, server, on_ready=lambda: out.print(banner, markup=False))
+
+        def ready() -> None:
+            out.print(banner, markup=False)
+            if traffic:
+                key = keys[1] if keys is not None else None
+                threading.Thread(
+                    target=demo_traffic, args=(f"http://{host}:{port}", key), daemon=True
+                ).start()
+
+        run_server(host, port, 1, server, on_ready=ready)
+
+
+def demo_traffic(base: str, key: str | None, every_s: float = 2.0) -> None:
+    """A request every `every_s` seconds, alternating the cheapest model and the waterfall
+    chain: within a minute the overview shows routing, failovers and a cooldown."""
+    import time
+
+    import httpx
+
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    models = ["gpt-4o-mini", "waterfall", "gpt-4o"]
+    with httpx.Client(timeout=10, headers=headers) as client:
+        for i in itertools.count():
+            body = {
+                "model": models[i % len(models)],
+                "messages": [{"role": "user", "content": f"demo request {i}"}],
+            }
+            with contextlib.suppress(httpx.HTTPError):
+                client.post(base + "/v1/chat/completions", json=body)
+            time.sleep(every_s)
