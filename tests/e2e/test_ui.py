@@ -226,3 +226,29 @@ def test_no_page_holds_a_secret(stack: StackFactory) -> None:
             for secret in (provider_key, ADMIN, made["key"]):
                 assert secret not in r.text, (path, secret[:6])
                 assert secret not in str(r.headers), (path, secret[:6])
+
+
+def test_limits_are_edited_and_a_project_deactivated_from_the_dashboard(keyed: Keyed) -> None:
+    made = keyed.key(rpm=5)
+    with httpx.Client(base_url=keyed.url) as client:
+        form = client.get("/ui/login")
+        token = re.search(r'name="login_csrf" value="([^"]+)"', form.text).group(1)
+        client.post("/ui/login", data={"token": ADMIN, "login_csrf": token})
+        page = client.get(f"/ui/edit/keys/{made['id']}")
+        assert page.status_code == 200 and 'value="5"' in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        saved = client.post(f"/ui/edit/keys/{made['id']}", data={
+            "csrf": csrf, "name": "renamed", "rpm": "", "budget_sats": "12.5",
+            "budget_period": "daily", "tpm": "", "allowed_models": "gpt-4o", "max_requests": "9",
+        })  # fmt: skip
+        assert "updated" in saved.text, saved.text[:500]
+        bad = client.post(f"/ui/edit/keys/{made['id']}", data={"csrf": csrf, "rpm": "-1"})
+        assert "rpm" in bad.text
+        row = keyed.store.keys[made["id"]]
+        assert (row.name, row.rpm, row.budget_sats, row.max_requests) == ("renamed", None, 12.5, 9)
+        assert row.allowed_models == ["gpt-4o"]
+        off = client.post(f"/ui/edit/projects/{made['project_id']}",
+                          data={"csrf": csrf, "deactivate": "1"})  # fmt: skip
+        assert "updated" in off.text
+    assert not keyed.store.projects[made["project_id"]].active
+    assert keyed.chat(made["key"], model="gpt-4o").json()["error"]["code"] == "project_inactive"

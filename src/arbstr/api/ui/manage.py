@@ -16,7 +16,7 @@ from litestar.response import Redirect, Template
 from arbstr.api.ui.pages import SECURITY_HEADERS, _nonce, _page, _sessions
 from arbstr.errors import ArbstrError
 from arbstr.keys.admin import Actor
-from arbstr.keys.schemas import KeyCreate, ProjectCreate, RotateBody
+from arbstr.keys.schemas import KeyCreate, KeyPatch, ProjectCreate, ProjectPatch, RotateBody
 from arbstr.stores.requestlog.base import StatsQuery
 
 __all__ = ["MANAGE_ROUTES"]
@@ -173,4 +173,64 @@ async def key_action(
     return await _after(request, error=f"unknown action '{action}'")
 
 
-MANAGE_ROUTES = [providers_page, keys_page, create_project, create_key, key_action]
+_LIMITS = ("name", "budget_sats", "budget_period", "rpm", "tpm", "allowed_models")
+
+
+def _patch(data: dict[str, str], kind: type[Any], extra: tuple[str, ...] = ()) -> Any:
+    """Only the fields the form sent; an emptied number clears the limit (null)."""
+    fields: dict[str, Any] = {}
+    for name in (*_LIMITS, *extra):
+        if name not in data:
+            continue
+        value = data[name].strip()
+        if name in ("budget_sats", "rpm", "tpm", "max_requests"):
+            conv = float if name == "budget_sats" else int
+            fields[name] = _number(name, value, conv) if value else None
+        elif name == "allowed_models":
+            fields[name] = [m.strip() for m in value.split(",") if m.strip()]
+        elif value:
+            fields[name] = value
+    try:
+        return msgspec.convert(fields, kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
+        raise ArbstrError(text, status=400, code="invalid_request", param=param) from None
+
+
+@get("/ui/edit/{kind:str}/{row_id:str}", include_in_schema=False)
+async def edit_page(
+    request: Request[Any, Any, Any], kind: FromPath[str], row_id: FromPath[str]
+) -> Template | Redirect:
+    """A key's or a project's limits in a form."""
+    admin = request.app.state.key_admin
+    try:
+        row = await (admin.get_key(row_id) if kind == "keys" else admin.get_project(row_id))
+    except ArbstrError as exc:
+        return _page(request, "error.html.j2", {"message": exc.message}, 404)
+    return _page(request, "edit.html.j2", {"kind": kind, "row": row})
+
+
+@post("/ui/edit/{kind:str}/{row_id:str}", include_in_schema=False, status_code=200)
+async def edit(
+    request: Request[Any, Any, Any], kind: FromPath[str], row_id: FromPath[str], data: Form
+) -> Response[Any]:
+    refused = _checked(request, data)
+    if refused is not None:
+        return refused
+    admin = request.app.state.key_admin
+    try:
+        if kind == "keys":
+            await admin.update_key(
+                row_id, _patch(data, KeyPatch, ("max_requests",)), _actor(request)
+            )
+        elif data.get("deactivate"):
+            await admin.update_project(row_id, ProjectPatch(active=False), _actor(request))
+        else:
+            await admin.update_project(row_id, _patch(data, ProjectPatch), _actor(request))
+    except ArbstrError as exc:
+        return await _after(request, error=_said(exc))
+    return await _after(request, f"{kind[:-1]} {row_id} updated")
+
+
+MANAGE_ROUTES = [providers_page, keys_page, create_project, create_key, key_action, edit_page, edit]
