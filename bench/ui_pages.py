@@ -32,8 +32,6 @@ PAGES = [
     "/ui?range=last_24h",
     "/ui?range=last_7d",
     "/ui?range=last_30d",
-    "/ui?range=last_24h&breakdown=keys",
-    "/ui?range=last_30d&breakdown=keys",
     "/ui/requests",
     "/ui/requests?range=last_30d&sort=cost_sats",
     "/ui/requests?range=last_30d&provider=alpha&success=false",
@@ -53,7 +51,7 @@ async def load(path: Path, rows: int) -> None:
                         batch_size=2000)  # fmt: skip
     await recorder.start()
     for i in range(rows):
-        fields: dict[str, object] = {}
+        fields: dict[str, object] = {"key_id": None, "project_id": None, "charged_sats": None}
         if i % 10 == 0:
             fields = {"key_id": f"key{i % 50:09d}", "project_id": f"proj{i % 5:08d}",
                       "charged_sats": 1.0}  # fmt: skip

@@ -199,3 +199,33 @@ async def test_list_paging_filters_and_sorting(store: RequestLog) -> None:
 
 async def test_ping(store: RequestLog) -> None:
     assert await store.ping()
+
+
+async def test_keyed_rollups_agree_with_the_rows(store: RequestLog) -> None:
+    """Per key and per project, by key and hour or by key, model and provider: the same sums
+    as the rows (the edges of a range from the rows, the hours between from a rollup)."""
+    records = [
+        make(i, key_id=f"k{i % 3}", project_id=f"p{i % 3 % 2}", charged_sats=1.0)
+        for i in range(400)
+    ]
+    await store.append(records)
+    lo, hi = T0 + 1800, T0 + 5 * 3600 + 900
+
+    def raw(pred: object) -> tuple[int, float]:
+        rows = [r for r in records if lo <= r.timestamp < hi and pred(r)]  # type: ignore[operator]
+        return len(rows), round(sum(r.cost_sats or 0 for r in rows), 4)
+
+    by_key = (await store.stats(StatsQuery(since=lo, until=hi), "key")).keys or {}
+    by_project = (await store.stats(StatsQuery(since=lo, until=hi), "project")).projects or {}
+    for k in ("k0", "k1", "k2"):
+        total, cost = raw(lambda r, k=k: r.key_id == k)
+        assert by_key[k].counts.total == total
+        assert by_key[k].costs.total_cost_sats == pytest.approx(cost, abs=1e-3)
+        one = await store.stats(StatsQuery(since=lo, until=hi, key_id=k))
+        assert one.counts.total == total
+        modelled = await store.stats(StatsQuery(since=lo, until=hi, key_id=k, model="gpt-4o"))
+        assert modelled.counts.total == raw(lambda r, k=k: r.key_id == k and r.model == "gpt-4o")[0]
+    for p in ("p0", "p1"):
+        assert by_project[p].counts.total == raw(lambda r, p=p: r.project_id == p)[0]
+    spent = await store.spend("key", T0)
+    assert spent["k0"][1] == sum(1 for r in records if r.key_id == "k0")

@@ -118,7 +118,7 @@ def test_providers_page_and_its_live_part(stack: StackFactory) -> None:
     s = stack([SimSpec("alpha", models=["gpt-4o-mini"], api_key="sk-provider-secret-0123456789")])
     traffic(s.url, 2)
     page = httpx.get(s.url + "/ui/providers")
-    assert page.status_code == 200
+    assert page.status_code == 200, page.text[:2000]
     assert "alpha" in page.text and 'src="/ui/static/live.js"' in page.text
     assert "sk-provider-secret-0123456789" not in page.text and "sk-pro...***" in page.text
     live = httpx.get(s.url + "/ui/providers?partial=1")

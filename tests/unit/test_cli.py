@@ -147,7 +147,7 @@ def test_db_stats_and_requests_commands(tmp_path: Path) -> None:
     assert "pending: 0001_requests_attempts_rollup" in status.output
     migrated = runner.invoke(app, ["db", "migrate", "-c", str(path)])
     assert migrated.exit_code == 0, migrated.output
-    assert "schema version 2 (latest 2)" in migrated.output
+    assert "schema version 3 (latest 3)" in migrated.output
     assert runner.invoke(app, ["db", "status", "-c", str(path)]).exit_code == 0
 
     async def seed() -> None:

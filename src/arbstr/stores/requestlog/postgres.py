@@ -10,10 +10,11 @@ from typing import Any
 from arbstr.recording.record import RequestRecord
 from arbstr.stores.pg import DDL_LOCK, create_schema
 from arbstr.stores.requestlog.base import MigrationStatus
-from arbstr.stores.requestlog.schema import MIGRATIONS, key_rollup_rows
+from arbstr.stores.requestlog.schema import MIGRATIONS, by_key_rollup_rows, key_rollup_rows
 from arbstr.stores.requestlog.sql import (
     INSERT_ATTEMPT,
     INSERT_REQUEST,
+    UPSERT_BY_KEY,
     UPSERT_ROLLUP,
     SqlRequestLog,
     upsert_key_rollup,
@@ -102,6 +103,7 @@ class PostgresRequestLog(SqlRequestLog):
             keyed = key_rollup_rows(rollups_of)
             if keyed:
                 await conn.executemany(_dollar(_UPSERT_KEYS), keyed)
+                await conn.executemany(_dollar(UPSERT_BY_KEY), by_key_rollup_rows(rollups_of))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         pool = await self._ensure()

@@ -16,6 +16,7 @@ __all__ = [
     "REQUEST_COLUMNS",
     "ROLLUP_SUMS",
     "attempt_rows",
+    "by_key_rollup_rows",
     "hour_of",
     "key_rollup_rows",
     "request_row",
@@ -141,6 +142,27 @@ def _keys_ddl(real: str) -> list[str]:
     ]
 
 
+def _by_key_ddl(real: str) -> list[str]:
+    """A row per key and hour (no model, no provider): the breakdowns by key and by project
+    read 1/16th of the rows the per-key rollup holds; filled from it for what exists."""
+    sums = ", ".join(f"SUM({c})" for c in ROLLUP_SUMS)
+    cols = ", ".join(
+        f"{c} {real} NOT NULL DEFAULT 0"
+        if c in ("cost_sats", "savings_sats", "latency_sum_ms")
+        else f"{c} INTEGER NOT NULL DEFAULT 0"
+        for c in ROLLUP_SUMS
+    )
+    return [
+        f"CREATE TABLE IF NOT EXISTS requests_hourly_by_key (hour {real} NOT NULL, "
+        f"key_id TEXT NOT NULL, project_id TEXT, {cols}, PRIMARY KEY (hour, key_id))",
+        "CREATE INDEX IF NOT EXISTS requests_hourly_by_key_project "
+        "ON requests_hourly_by_key (project_id, hour)",
+        f"INSERT INTO requests_hourly_by_key (hour, key_id, project_id, {', '.join(ROLLUP_SUMS)}) "
+        f"SELECT hour, key_id, MAX(project_id), {sums} FROM requests_hourly_keys "
+        "GROUP BY hour, key_id",
+    ]
+
+
 # (version, name, statements per dialect)
 MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (1, "0001_requests_attempts_rollup", {
@@ -156,6 +178,10 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
     (2, "0002_project_id_charged_key_rollup", {
         "sqlite": _keys_ddl("REAL"),
         "postgres": _keys_ddl("DOUBLE PRECISION"),
+    }),
+    (3, "0003_rollup_per_key_and_hour", {
+        "sqlite": _by_key_ddl("REAL"),
+        "postgres": _by_key_ddl("DOUBLE PRECISION"),
     }),
 ]  # fmt: skip
 
@@ -220,6 +246,23 @@ def key_rollup_rows(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
         vals = [s if i in float_cols else int(s) for i, s in enumerate(sums)]
         out.append((hour, key_id, project_id, model, provider, *vals))
     return out
+
+
+def by_key_rollup_rows(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
+    """One row per (hour, key) with the rollup's sums."""
+    acc: dict[tuple[float, str], tuple[str | None, list[float]]] = {}
+    for r in records:
+        if r.key_id is None:
+            continue
+        key = (hour_of(r.timestamp), r.key_id)
+        entry = acc.get(key)
+        if entry is None:
+            entry = acc[key] = (r.project_id, [0.0] * len(ROLLUP_SUMS))
+        _sums(r, entry[1])
+    return [
+        (hour, key_id, project_id, *(s if i in (6, 7, 8) else int(s) for i, s in enumerate(sums)))
+        for (hour, key_id), (project_id, sums) in acc.items()
+    ]
 
 
 def rollup_rows(records: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:

@@ -45,7 +45,7 @@ from arbstr.stores.requestlog.schema import (
     rollup_rows,
 )
 
-__all__ = ["SqlRequestLog", "iso", "upsert_key_rollup"]
+__all__ = ["UPSERT_BY_KEY", "SqlRequestLog", "iso", "upsert_key_rollup"]
 
 EXACT_PERCENTILE_ROWS = 20_000
 # whitelists: nothing a client sends is ever spliced into SQL except through these maps
@@ -68,6 +68,14 @@ UPSERT_ROLLUP = (
     f"VALUES (?, ?, ?, {', '.join('?' for _ in ROLLUP_SUMS)}) "
     "ON CONFLICT (hour, model, provider) DO UPDATE SET "
     + ", ".join(f"{c} = requests_hourly.{c} + excluded.{c}" for c in ROLLUP_SUMS)
+)
+
+
+UPSERT_BY_KEY = (
+    f"INSERT INTO requests_hourly_by_key (hour, key_id, project_id, {', '.join(ROLLUP_SUMS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in ROLLUP_SUMS)}) "
+    "ON CONFLICT (hour, key_id) DO UPDATE SET "
+    + ", ".join(f"{c} = requests_hourly_by_key.{c} + excluded.{c}" for c in ROLLUP_SUMS)
 )
 
 
@@ -115,7 +123,11 @@ def _filters(q: StatsQuery | ListQuery, time_col: str = "ts") -> tuple[str, list
 
 def _rollup_table(q: StatsQuery, group: str | None = None) -> str:
     keyed = q.key_id or q.project_id or group in ("key_id", "project_id")
-    return "requests_hourly_keys" if keyed else "requests_hourly"
+    if not keyed:
+        return "requests_hourly"
+    if q.model is None and q.provider is None and group not in ("model", "provider"):
+        return "requests_hourly_by_key"  # a row per key and hour
+    return "requests_hourly_keys"
 
 
 def _percentile_from_hist(hist: Sequence[float], q: float) -> float | None:

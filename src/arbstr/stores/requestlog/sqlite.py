@@ -17,10 +17,11 @@ import sqlite_utils
 
 from arbstr.recording.record import RequestRecord
 from arbstr.stores.requestlog.base import MigrationStatus
-from arbstr.stores.requestlog.schema import MIGRATIONS, key_rollup_rows
+from arbstr.stores.requestlog.schema import MIGRATIONS, by_key_rollup_rows, key_rollup_rows
 from arbstr.stores.requestlog.sql import (
     INSERT_ATTEMPT,
     INSERT_REQUEST,
+    UPSERT_BY_KEY,
     UPSERT_ROLLUP,
     SqlRequestLog,
     upsert_key_rollup,
@@ -89,7 +90,11 @@ class SqliteRequestLog(SqlRequestLog):
             self.target, uri=self.uri, check_same_thread=False, isolation_level=None, timeout=5.0
         )
         conn.execute("PRAGMA busy_timeout=5000")
-        if not self.uri:
+        if self.uri:
+            # `memory://`: one shared-cache database, where a reader meeting the writer's table
+            # lock fails at once ("database table is locked"; the busy timeout does not apply)
+            conn.execute("PRAGMA read_uncommitted=1")
+        else:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         return conn
@@ -181,6 +186,7 @@ class SqliteRequestLog(SqlRequestLog):
             _in_slices(conn, INSERT_ATTEMPT, attempts, behind)
             conn.executemany(UPSERT_ROLLUP, self.rollups(records))
             conn.executemany(_UPSERT_KEYS, key_rollup_rows(records))
+            conn.executemany(UPSERT_BY_KEY, by_key_rollup_rows(records))
             conn.execute("COMMIT")
         except BaseException:
             # SQLite rolls back by itself on some errors (a full disk): only roll back what is
