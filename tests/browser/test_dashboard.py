@@ -145,3 +145,30 @@ def test_login_filter_open_create_revoke_and_play(browser: Any, gateway: Keyed) 
     assert "alpha" in w.page.text_content("#answer-meta")
     assert w.errors == [], w.errors
     context.close()
+
+
+def test_the_dashboard_works_from_the_keyboard(browser: Any, gateway: Keyed) -> None:
+    """Log in, move between pages and filter the log with the keyboard alone."""
+    context = browser.new_context()
+    w = Watched(context.new_page())
+    w.page.goto(gateway.url + "/ui/login")
+    w.page.focus("#token")  # where `autofocus` puts a visitor (headless pages have no focus)
+    w.page.keyboard.type(ADMIN)
+    with w.page.expect_navigation():
+        w.page.keyboard.press("Enter")
+    assert w.page.url.endswith("/ui")
+    w.page.keyboard.press("Tab")  # the skip link comes first
+    assert w.page.evaluate("document.activeElement.textContent") == "Skip to content"
+    for _ in range(3):  # skip link, brand, Overview -> Requests
+        w.page.keyboard.press("Tab")
+    assert w.page.evaluate("document.activeElement.textContent") == "Requests"
+    with w.page.expect_navigation():
+        w.page.keyboard.press("Enter")
+    assert w.page.url.endswith("/ui/requests")
+    w.page.focus("input[name=provider]")
+    w.page.keyboard.type("alpha")
+    with w.page.expect_navigation():
+        w.page.keyboard.press("Enter")
+    assert "provider=alpha" in w.page.url
+    assert w.errors == [], w.errors
+    context.close()

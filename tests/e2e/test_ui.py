@@ -252,3 +252,15 @@ def test_limits_are_edited_and_a_project_deactivated_from_the_dashboard(keyed: K
         assert "updated" in off.text
     assert not keyed.store.projects[made["project_id"]].active
     assert keyed.chat(made["key"], model="gpt-4o").json()["error"]["code"] == "project_inactive"
+
+
+def test_a_cooling_provider_shows_when_its_cooldown_ends(stack: StackFactory) -> None:
+    from arbstr.sim import SimProfile
+
+    s = stack([SimSpec("alpha", models=["gpt-4o-mini"],
+                       profile=SimProfile(rate_limited=True, retry_after="30"))])  # fmt: skip
+    traffic(s.url, 1)
+    live = httpx.get(s.url + "/ui/providers?partial=1").text
+    assert re.search(r"until \d\d:\d\d:\d\d UTC", live), live
+    page = httpx.get(s.url + "/ui/requests?project_id=nope")
+    assert page.status_code == 200 and 'name="project_id" value="nope"' in page.text

@@ -30,9 +30,15 @@ def _providers_context(request: Request[Any, Any, Any], errors: dict[str, Any]) 
     limits: dict[str, list[dict[str, object]]] = {}
     for row in views.ratelimits():
         limits.setdefault(str(row.get("provider")), []).append(row)
+    ends = {
+        name: time.strftime("%H:%M:%S", time.gmtime(time.time() + float(h["cooldown_s"])))
+        for name, h in health.items()
+        if h.get("cooldown_s")
+    }
     return {
         "providers": views.describe_providers(),
         "health": health,
+        "ends": ends,
         "limits": limits,
         "recent": errors,
         "chains": request.app.state.gateway.shared.settings.config.chains,
