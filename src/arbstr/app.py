@@ -110,7 +110,7 @@ def create_app(
             log_store,
             {p.name for p in settings.providers},
             keys.cipher if keys is not None else Cipher.from_env(),
-            changed=keys.refresh_now if keys is not None else None,
+            changed=keys.refresh if keys is not None else None,  # honoured here at once
         )
         sync: StateSync | None = None
         if settings.config.state.backend == "database":

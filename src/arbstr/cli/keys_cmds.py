@@ -78,6 +78,19 @@ def _convert(data: dict[str, Any], kind: type[T]) -> T:
         raise typer.Exit(2) from None
 
 
+def _limits(
+    name: str | None,
+    budget: float | None,
+    period: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    models: str | None,
+) -> dict[str, Any]:
+    """The options keys and projects share, as the body's fields (None: not given)."""
+    return {"name": name, "budget_sats": budget, "budget_period": period, "rpm": rpm,
+            "tpm": tpm, "allowed_models": _models(models)}  # fmt: skip
+
+
 def _models(value: str | None) -> list[str] | None:
     return None if value is None else [m.strip() for m in value.split(",") if m.strip()]
 
@@ -138,11 +151,7 @@ def project_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a project."""
-    body = _convert(
-        {"name": name, "budget_sats": budget, "budget_period": period, "rpm": rpm, "tpm": tpm,
-         "allowed_models": _models(models)},
-        ProjectCreate,
-    )  # fmt: skip
+    body = _convert(_limits(name, budget, period, rpm, tpm, models), ProjectCreate)
     made = _run(config, lambda a: a.create_project(body, CLI))
     _show(made, as_json, lambda: _project_table([made], "project created"))
 
@@ -175,11 +184,7 @@ def project_update(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a project's name, limits or models."""
-    patch = _convert(
-        {"name": name, "budget_sats": budget, "budget_period": period, "rpm": rpm, "tpm": tpm,
-         "allowed_models": _models(models)},
-        ProjectPatch,
-    )  # fmt: skip
+    patch = _convert(_limits(name, budget, period, rpm, tpm, models), ProjectPatch)
     got = _run(config, lambda a: a.update_project(project_id, patch, CLI))
     _show(got, as_json, lambda: _project_table([got], "project updated"))
 
@@ -208,9 +213,8 @@ def key_create(
 ) -> None:
     """Create a key; its plaintext is printed this once."""
     body = _convert(
-        {"project_id": project, "name": name, "budget_sats": budget, "budget_period": period,
-         "rpm": rpm, "tpm": tpm, "allowed_models": _models(models), "max_requests": max_requests,
-         **_expiry(expires)},
+        {**_limits(name, budget, period, rpm, tpm, models), "project_id": project,
+         "max_requests": max_requests, **_expiry(expires)},
         KeyCreate,
     )  # fmt: skip
     made = _run(config, lambda a: a.create_key(body, CLI))
@@ -263,8 +267,8 @@ def key_update(
 
         expiry = {"expires_at": time.time() + expiry["ttl_s"]}
     patch = _convert(
-        {"name": name, "budget_sats": budget, "budget_period": period, "rpm": rpm, "tpm": tpm,
-         "allowed_models": _models(models), "max_requests": max_requests, **expiry},
+        {**_limits(name, budget, period, rpm, tpm, models), "max_requests": max_requests,
+         **expiry},
         KeyPatch,
     )  # fmt: skip
     got = _run(config, lambda a: a.update_key(key_id, patch, CLI))

@@ -99,7 +99,7 @@ class KeyAdmin:
         log: RequestLog,
         providers: set[str],
         cipher: Cipher | None = None,
-        changed: Callable[[], Awaitable[None]] | None = None,
+        changed: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store, self.log, self.providers, self.cipher = store, log, providers, cipher
         self._changed = changed

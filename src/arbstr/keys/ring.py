@@ -39,9 +39,6 @@ class KeyRing:
         self.provider_keys: dict[str, dict[str, ApiKey]] = {}
         self._decrypt = decrypt
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def apply(self, changes: Changes) -> None:
         """Lay changed rows over what is held (a full load is the changes since version 0)."""
         for project in changes.projects:

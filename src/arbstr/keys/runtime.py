@@ -58,7 +58,6 @@ class KeyService:
         self.accounts = Accounts(self.ring, self.meters)
         self.throttle = AuthThrottle(failure_burst, failure_window_s)
         self.refresh_interval_s = refresh_interval_s
-        self.refreshes = 0  # version polls made (the flood test counts statements)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.on_secret: Callable[[ApiKey], None] | None = None  # the error-path scrubber
@@ -143,16 +142,11 @@ class KeyService:
     async def refresh(self) -> bool:
         """Apply what changed since the version held; True when something did."""
         async with self._lock:
-            self.refreshes += 1
             version = await self.store.version()
             if version == self.ring.version:
                 return False
             self.ring.apply(await self.store.changes_since(self.ring.version))
             return True
-
-    async def refresh_now(self) -> None:
-        """After a change made by this process: honoured here before the answer goes out."""
-        await self.refresh()
 
     async def _poll(self) -> None:
         while True:

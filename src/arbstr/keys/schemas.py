@@ -39,7 +39,9 @@ class _In(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class ProjectCreate(_In):
+class _Limits(_In):
+    """What keys and projects both set (a key also has its expiry and lifetime count)."""
+
     name: Name
     budget_sats: Sats | None = None
     budget_period: Period = "total"
@@ -49,7 +51,9 @@ class ProjectCreate(_In):
     metadata: Metadata = msgspec.field(default_factory=dict)
 
 
-class ProjectPatch(_In):
+class _LimitsPatch(_In):
+    """Any of the limits; an absent field is unchanged, `null` clears a limit."""
+
     name: Name | UnsetType = UNSET
     active: bool | UnsetType = UNSET
     budget_sats: Sats | UnsetType | None = UNSET
@@ -60,31 +64,24 @@ class ProjectPatch(_In):
     metadata: Metadata | UnsetType = UNSET
 
 
-class KeyCreate(_In):
+class ProjectCreate(_Limits):
+    pass
+
+
+class ProjectPatch(_LimitsPatch):
+    pass
+
+
+class KeyCreate(_Limits, kw_only=True):
     project_id: Annotated[str, Meta(min_length=1, max_length=32)]
-    name: Name
     expires_at: When | None = None
     ttl_s: Annotated[float, Meta(gt=0)] | None = None
     max_requests: Count | None = None
-    budget_sats: Sats | None = None
-    budget_period: Period = "total"
-    rpm: PerMinute | None = None
-    tpm: PerMinute | None = None
-    allowed_models: Models = msgspec.field(default_factory=list)
-    metadata: Metadata = msgspec.field(default_factory=dict)
 
 
-class KeyPatch(_In):
-    name: Name | UnsetType = UNSET
-    active: bool | UnsetType = UNSET
+class KeyPatch(_LimitsPatch, kw_only=True):
     expires_at: When | UnsetType | None = UNSET
     max_requests: Count | UnsetType | None = UNSET
-    budget_sats: Sats | UnsetType | None = UNSET
-    budget_period: Period | UnsetType = UNSET
-    rpm: PerMinute | UnsetType | None = UNSET
-    tpm: PerMinute | UnsetType | None = UNSET
-    allowed_models: Models | UnsetType = UNSET
-    metadata: Metadata | UnsetType = UNSET
 
 
 class RotateBody(_In):

@@ -16,7 +16,7 @@ from arbstr.errors import ArbstrError
 from arbstr.ids import new_request_id
 from arbstr.pipeline.admit import decode_chat, plan_route
 from arbstr.pipeline.context import RequestContext, RequestMeta, Shared
-from arbstr.recording.record import AttemptRow
+from arbstr.recording.record import AttemptRow, RequestRecord
 from arbstr.routing.cost import actual_cost
 from arbstr.schemas.usage import read_usage
 from arbstr.upstream.client import Upstream, error_kind
@@ -83,9 +83,10 @@ async def probe_candidates(shared: Shared, model: str, prompt: str) -> Candidate
         cand = ctx.plan.candidates[index]  # type: ignore[union-attr]
         request_id = new_request_id()
         started = time.monotonic()
-        record = RequestContext.start(body, RequestMeta(request_id, started), "test").record
-        record.model, record.provider = model, cand.provider.name
-        record.upstream_model = cand.upstream_model
+        record = RequestRecord(
+            id=request_id, timestamp=time.time(), model=model, endpoint="test",
+            provider=cand.provider.name, upstream_model=cand.upstream_model,
+        )  # fmt: skip
         result = CandidateResult(
             provider=cand.provider.name,
             upstream_model=cand.upstream_model,

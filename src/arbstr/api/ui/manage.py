@@ -74,18 +74,26 @@ def _checked(request: Request[Any, Any, Any], data: dict[str, str]) -> Response[
     return None
 
 
-def _form(data: dict[str, str], kind: type[Any], drop: tuple[str, ...] = ()) -> Any:
+_NUMBERS = {"budget_sats": float, "ttl_s": float, "rpm": int, "tpm": int, "max_requests": int}
+
+
+def _fields(data: dict[str, str], kind: type[Any], clearing: bool = False) -> Any:
+    """A form as the admin API's Struct: numbers parsed, models split on commas. An empty
+    field is left out, or, when `clearing` (an edit form), an emptied number clears its limit."""
     fields: dict[str, Any] = {}
-    for name, value in data.items():
-        if name in ("csrf", *drop) or value == "":
+    for name, raw in data.items():
+        value = raw.strip()
+        if name in ("csrf", "deactivate") or name not in kind.__struct_fields__:
             continue
-        if name in ("budget_sats", "ttl_s"):
-            fields[name] = _number(name, value, float)
-        elif name in ("rpm", "tpm", "max_requests"):
-            fields[name] = _number(name, value, int)
+        if name in _NUMBERS:
+            if value:
+                fields[name] = _number(name, value, _NUMBERS[name])
+            elif clearing:
+                fields[name] = None
         elif name == "allowed_models":
-            fields[name] = [m.strip() for m in value.split(",") if m.strip()]
-        else:
+            if value or clearing:
+                fields[name] = [m.strip() for m in value.split(",") if m.strip()]
+        elif value:
             fields[name] = value
     try:
         return msgspec.convert(fields, kind)
@@ -132,12 +140,10 @@ async def create_project(request: Request[Any, Any, Any], data: Form) -> Respons
     if refused is not None:
         return refused
     try:
-        body = _form(data, ProjectCreate)
+        body = _fields(data, ProjectCreate)
         made = await request.app.state.key_admin.create_project(body, _actor(request))
     except ArbstrError as exc:
-        return await _after(
-            request, error=f"{exc.message}" + (f" ({exc.param})" if exc.param else "")
-        )
+        return await _after(request, error=_said(exc))
     return await _after(request, f"project {made.name} ({made.id}) created")
 
 
@@ -147,12 +153,10 @@ async def create_key(request: Request[Any, Any, Any], data: Form) -> Response[An
     if refused is not None:
         return refused
     try:
-        body = _form(data, KeyCreate)
+        body = _fields(data, KeyCreate)
         made = await request.app.state.key_admin.create_key(body, _actor(request))
     except ArbstrError as exc:
-        return await _after(
-            request, error=f"{exc.message}" + (f" ({exc.param})" if exc.param else "")
-        )
+        return await _after(request, error=_said(exc))
     return await _after(request, f"key {made.id} created", plaintext=made.key, plain_id=made.id)
 
 
@@ -179,31 +183,6 @@ async def key_action(
     return await _after(request, error=f"unknown action '{action}'")
 
 
-_LIMITS = ("name", "budget_sats", "budget_period", "rpm", "tpm", "allowed_models")
-
-
-def _patch(data: dict[str, str], kind: type[Any], extra: tuple[str, ...] = ()) -> Any:
-    """Only the fields the form sent; an emptied number clears the limit (null)."""
-    fields: dict[str, Any] = {}
-    for name in (*_LIMITS, *extra):
-        if name not in data:
-            continue
-        value = data[name].strip()
-        if name in ("budget_sats", "rpm", "tpm", "max_requests"):
-            conv = float if name == "budget_sats" else int
-            fields[name] = _number(name, value, conv) if value else None
-        elif name == "allowed_models":
-            fields[name] = [m.strip() for m in value.split(",") if m.strip()]
-        elif value:
-            fields[name] = value
-    try:
-        return msgspec.convert(fields, kind)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        param = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
-        raise ArbstrError(text, status=400, code="invalid_request", param=param) from None
-
-
 @get("/ui/edit/{kind:str}/{row_id:str}", include_in_schema=False)
 async def edit_page(
     request: Request[Any, Any, Any], kind: FromPath[str], row_id: FromPath[str]
@@ -227,13 +206,11 @@ async def edit(
     admin = request.app.state.key_admin
     try:
         if kind == "keys":
-            await admin.update_key(
-                row_id, _patch(data, KeyPatch, ("max_requests",)), _actor(request)
-            )
+            await admin.update_key(row_id, _fields(data, KeyPatch, True), _actor(request))
         elif data.get("deactivate"):
             await admin.update_project(row_id, ProjectPatch(active=False), _actor(request))
         else:
-            await admin.update_project(row_id, _patch(data, ProjectPatch), _actor(request))
+            await admin.update_project(row_id, _fields(data, ProjectPatch, True), _actor(request))
     except ArbstrError as exc:
         return await _after(request, error=_said(exc))
     return await _after(request, f"{kind[:-1]} {row_id} updated")

@@ -203,21 +203,7 @@ async def audit_page(request: Request[Any, Any, Any]) -> Template | Redirect:
 def login_form(request: Request[Any, Any, Any]) -> Response[Any]:
     if _keys(request) is None:
         return Redirect("/ui")
-    token = new_id(24)
-    response = Template(
-        template_name="login.html.j2",
-        context={
-            "login_csrf": token,
-            "next": request.query_params.get("next", "/ui"),
-            "error": None,
-            "auth_on": True,
-            "csrf": "",
-            "path": "/ui/login",
-        },
-        headers=SECURITY_HEADERS,
-    )
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/ui")
-    return response
+    return _login_page(request.query_params.get("next", "/ui"), None, 200)
 
 
 @post("/ui/login", include_in_schema=False, status_code=303)
@@ -264,20 +250,18 @@ async def login(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
 
 
 def _refused(request: Request[Any, Any, Any], message: str, status: int) -> Response[Any]:
+    return _login_page("/ui", message, status)
+
+
+def _login_page(next_path: str, error: str | None, status: int) -> Response[Any]:
+    """The login form with a fresh double-submit token (its cookie set beside it)."""
     token = new_id(24)
+    context = {"login_csrf": token, "next": next_path, "error": error, "auth_on": True,
+               "csrf": "", "path": "/ui/login"}  # fmt: skip
     response = Template(
-        template_name="login.html.j2",
-        context={
-            "login_csrf": token,
-            "next": "/ui",
-            "error": message,
-            "auth_on": True,
-            "csrf": "",
-            "path": "/ui/login",
-        },
-        status_code=status,
+        template_name="login.html.j2", context=context, status_code=status,
         headers=SECURITY_HEADERS,
-    )
+    )  # fmt: skip
     response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/ui")
     return response
 
