@@ -32,7 +32,9 @@ from arbstr.gateway import Gateway
 from arbstr.keys.admin import KeyAdmin
 from arbstr.keys.crypto import Cipher
 from arbstr.keys.runtime import KeyService
+from arbstr.lifecycle import DRAIN
 from arbstr.recording.record import RecordSink
+from arbstr.recording.spill import claim_spill_slot
 from arbstr.recording.writer import Recorder
 from arbstr.reliability.health import ProviderHealth
 from arbstr.reliability.sync import StateSync
@@ -81,7 +83,8 @@ def create_app(
         log_store = request_log or open_request_log(db.effective_url)
         if db.migrate_on_start:
             await log_store.migrate()
-        recorder = Recorder(log_store, spill_path=spill_path(settings))
+        slot = claim_spill_slot(spill_path(settings))  # one file per process (spill.py)
+        recorder = Recorder(log_store, spill_path=slot.path)
         await recorder.start()
         app.state.request_log = log_store
         metrics.attach(
@@ -125,13 +128,16 @@ def create_app(
             log.warning("%s", warning)
         refresher = asyncio.create_task(_refresh(metrics)) if metrics.multiproc else None
         tune_gc(server.gc_gen0_threshold)
+        DRAIN.arm(asyncio.get_running_loop(), drain_delay_s(server.drain_delay_s))
         try:
             yield
         finally:
+            DRAIN.disarm()
             if sync is not None:
                 await sync.aclose()
             await upstream.aclose()
             await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
+            slot.release()
             if keys is not None:
                 await keys.aclose()
             await keys_db.aclose()
@@ -220,6 +226,12 @@ def tune_gc(gen0_threshold: int) -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+def drain_delay_s(configured: float) -> float:
+    """`arbstr serve --drain-delay` (through the environment, for every worker) or the config."""
+    value = os.environ.get("ARBSTR_DRAIN_DELAY_S")
+    return float(value) if value else configured
 
 
 def spill_path(settings: Settings) -> str:

@@ -58,6 +58,8 @@ class ServerConfig(_Base):
     max_body_bytes: int = 10_485_760
     workers: int = 1
     shutdown_grace_s: float = 10.0
+    drain_delay_s: float = 0.0  # SIGTERM: /health/ready 503 this long before the listener closes
+    ready_timeout_s: float = 2.0  # a store slower than this to answer a readiness check: not ready
     gc_gen0_threshold: int = 10_000  # 0 = CPython's default collector settings (ADR 0007)
     upstream_transport: Literal["http1", "aiohttp"] = "http1"  # ADR 0009
 

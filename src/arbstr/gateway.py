@@ -7,11 +7,13 @@ the way is turned into the OpenAI envelope once, here, by `finish.refused`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Literal
 
 from arbstr.config import Settings
 from arbstr.errors import ArbstrError
+from arbstr.lifecycle import DRAIN
 from arbstr.pipeline.admit import CHAT_STEPS, EMBEDDINGS_STEPS, admit
 from arbstr.pipeline.context import GatewayResponse, RequestContext, RequestMeta, Shared
 from arbstr.pipeline.finish import record_rejected, refused
@@ -21,7 +23,9 @@ from arbstr.recording.record import RecordSink
 from arbstr.reliability.health import ProviderHealth
 from arbstr.upstream.client import Upstream
 
-__all__ = ["Gateway", "GatewayResponse", "RequestMeta"]
+__all__ = ["Gateway", "GatewayResponse", "Readiness", "RequestMeta"]
+
+Readiness = Literal["ok", "unavailable", "draining"]
 
 
 class Gateway:
@@ -65,7 +69,23 @@ class Gateway:
         """Record a request refused before its body was read (e.g. 413)."""
         record_rejected(self.shared, meta, endpoint, exc)
 
-    async def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when every store answers."""
-        results = {name: await check() for name, check in self.ready_checks.items()}
-        return all(results.values()), {"checks": results}
+    async def ready(self) -> tuple[Readiness, dict[str, bool]]:
+        """`ok` when every store answers within `ready_timeout_s`; `draining` from SIGTERM on
+        (the checks still run, so the body says what else is wrong); else `unavailable`."""
+        names = list(self.ready_checks)
+        timeout = self.shared.settings.config.server.ready_timeout_s
+        answers = await asyncio.gather(
+            *(_within(check(), timeout) for check in self.ready_checks.values())
+        )
+        results = dict(zip(names, answers, strict=True))
+        if DRAIN.draining:
+            return "draining", {**results, "accepting": False}
+        return ("ok" if all(answers) else "unavailable"), results
+
+
+async def _within(check: Awaitable[bool], timeout_s: float) -> bool:
+    """A check that hangs (a database behind a dead network) is a failed check, not a hung probe."""
+    try:
+        return await asyncio.wait_for(check, timeout_s)
+    except Exception:  # TimeoutError included
+        return False

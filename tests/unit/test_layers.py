@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
         "recording.record",
         "recording",
         "keys.model",
+        "lifecycle",
     ),
     (
         "routing",
@@ -46,7 +47,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline",),
     ("gateway", "views", "serving"),
     ("api",),
-    ("app",),
+    ("app", "cluster"),
+    ("serverless",),
     ("cli", "__main__"),
 ]
 LITESTAR_ALLOWED = {"api", "app"}

@@ -31,10 +31,10 @@ def live() -> LiveReport:
 
 @get("/health/ready", tags=["health"])
 async def ready(gateway: GatewayDep) -> Response[ReadyReport]:
-    """Ready (200) when every store answers, else 503."""
-    ok, detail = await gateway.ready()
-    report = ReadyReport("ok" if ok else "unavailable", detail["checks"])
-    return Response(report, status_code=200 if ok else 503)
+    """Ready (200) when every store answers; 503 while draining (from SIGTERM on) or while a
+    store does not answer, with the checks that failed."""
+    status, checks = await gateway.ready()
+    return Response(ReadyReport(status, checks), status_code=200 if status == "ok" else 503)
 
 
 @get("/v1/ratelimits", sync_to_thread=False, guards=[admin_only], tags=["operator"])

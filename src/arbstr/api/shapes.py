@@ -86,9 +86,9 @@ class LiveReport(msgspec.Struct):
 
 
 class ReadyReport(msgspec.Struct):
-    """`GET /health/ready` (503 when a store does not answer)."""
+    """`GET /health/ready` (503 while draining or when a store does not answer)."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "draining"]
     checks: dict[str, bool]
 
 

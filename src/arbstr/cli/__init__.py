@@ -10,8 +10,9 @@ from arbstr import __version__
 from arbstr.cli.bench import bench
 from arbstr.cli.config_cmds import check, init, providers
 from arbstr.cli.data_cmds import db_app, requests, stats
+from arbstr.cli.demo import demo
 from arbstr.cli.keys_cmds import audit, keys_app, projects_app
-from arbstr.cli.serve import demo, serve
+from arbstr.cli.serve import serve
 
 __all__ = ["app", "main"]
 
