@@ -8,6 +8,7 @@ import typer
 
 from arbstr import __version__
 from arbstr.cli.bench import bench
+from arbstr.cli.cluster_cmd import cluster
 from arbstr.cli.config_cmds import check, init, providers
 from arbstr.cli.data_cmds import db_app, requests, stats
 from arbstr.cli.demo import demo
@@ -48,6 +49,7 @@ app.command()(check)
 app.command()(providers)
 app.command()(init)
 app.command()(demo)
+app.command()(cluster)
 app.command()(bench)
 app.command()(stats)
 app.command()(requests)
