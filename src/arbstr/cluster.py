@@ -45,8 +45,10 @@ def haproxy_config(
     *,
     check_interval_ms: int = 500,
     header: str = "written by `arbstr cluster`",
+    nameserver: str | None = None,
 ) -> str:
-    """HAProxy in front of `servers` ((name, host:port), ...)."""
+    """HAProxy in front of `servers` ((name, host:port), ...); `nameserver` (compose's DNS)
+    re-resolves the replicas' names at run time, so a recreated container is found again."""
     errors = "\n".join(
         f"    http-error status {status} content-type application/json string "
         f'\'{{"error":{{"message":"{message}","type":"server_error",'
@@ -61,15 +63,16 @@ def haproxy_config(
             f"    option httpchk GET {path}",
             "    http-check expect status 200",
             f"    default-server inter {check_interval_ms}ms fall 2 rise 2"
-            " init-addr last,libc,none",
+            f" init-addr last,libc,none{' resolvers dns' if nameserver else ''}",
             *(f"    server {n} {addr} check" for n, addr in servers),
         ]
         return "\n".join(lines)
 
+    dns = f"\nresolvers dns\n    nameserver dns {nameserver}\n    hold valid 5s\n" if nameserver else ""
     return f"""# arbstr replicas behind HAProxy ({header})
 global
     maxconn 4096
-
+{dns}
 defaults
     mode http
     option dontlognull

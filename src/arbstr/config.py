@@ -326,6 +326,14 @@ def _validate(
         raise fail("reliability.circuit_failure_threshold", "must be >= 1")
     if any(b < 0 for b in rel.backoff_s):
         raise fail("reliability.backoff_s", "must not be negative")
+    if config.database.url and "${" in config.database.url:  # a password from the environment
+        try:
+            url = expand_env(config.database.url, "", env, owner="the database url")
+        except SecretError as e:
+            raise fail("database.url", str(e)) from None
+        database = msgspec.structs.replace(config.database, url=url)
+        config = msgspec.structs.replace(config, database=database)
+
     db_url = config.database.effective_url
     if not db_url.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
         raise fail("database.url", "must be sqlite:///PATH, postgresql://... or memory://")
