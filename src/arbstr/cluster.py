@@ -93,6 +93,7 @@ defaults
 frontend arbstr
     bind {bind}
     http-request disable-l7-retry unless METH_GET || METH_HEAD
+    http-response set-header x-arbstr-replica %[srv_name]
     # while no replica is ready (the shared database is down) any live one serves from memory
     use_backend ready if {{ nbsrv(ready) gt 0 }}
     default_backend live
@@ -138,6 +139,7 @@ class LocalCluster:
     drain_delay_s: float = 1.5
     check_interval_ms: int = 500
     output: IO[bytes] | int | None = subprocess.DEVNULL
+    env: dict[str, str] | None = None  # the replicas' environment (default: this process's)
     nodes: list[Replica] = field(default_factory=list)
     balancer: subprocess.Popen[bytes] | None = None
 
@@ -186,6 +188,7 @@ class LocalCluster:
             [sys.executable, "-m", "arbstr", "db", "migrate", "-c", str(self.config)],
             capture_output=True,
             check=False,
+            env=self.env,
         )
         if done.returncode != 0:
             raise ClusterError(f"arbstr db migrate failed: {done.stderr.decode().strip()}")
@@ -194,7 +197,7 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "arbstr", "serve", "-c", str(self.config)]
         cmd += ["--listen", f"127.0.0.1:{node.port}", "--drain-delay", str(self.drain_delay_s)]
         node.proc = subprocess.Popen(  # noqa: S603
-            cmd, cwd=node.workdir, stdout=self.output, stderr=subprocess.STDOUT
+            cmd, cwd=node.workdir, stdout=self.output, stderr=subprocess.STDOUT, env=self.env
         )
         node.starts += 1
         if wait:
