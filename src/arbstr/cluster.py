@@ -68,7 +68,9 @@ def haproxy_config(
         ]
         return "\n".join(lines)
 
-    dns = f"\nresolvers dns\n    nameserver dns {nameserver}\n    hold valid 5s\n" if nameserver else ""
+    dns = ""
+    if nameserver:
+        dns = f"\nresolvers dns\n    nameserver dns {nameserver}\n    hold valid 5s\n"
     return f"""# arbstr replicas behind HAProxy ({header})
 global
     maxconn 4096

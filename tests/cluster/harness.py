@@ -14,7 +14,6 @@ import asyncpg
 import openai
 import pytest
 
-
 ADMIN = "cluster-admin-token-0123456789"
 PROMPT = [{"role": "user", "content": "hello from the load"}]
 

@@ -71,9 +71,7 @@ def test_a_second_sigterm_skips_the_delay(tmp_path: Path) -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "arbstr", "serve", "-c", str(config)]
-        proc = subprocess.Popen(
-            [*cmd, "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
         try:
             wait_ready(url, proc)
             proc.send_signal(signal.SIGTERM)
