@@ -169,7 +169,7 @@ class LocalCluster:
 
     def check(self) -> None:
         try:
-            settings = load_settings(self.config, need_keys=False)
+            settings = load_settings(self.config, self.env, need_keys=False)
         except ConfigError as exc:
             raise ClusterError(str(exc)) from None
         if not settings.config.database.effective_url.startswith(("postgres://", "postgresql")):

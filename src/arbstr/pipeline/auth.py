@@ -60,7 +60,9 @@ def reserve(shared: Shared, ctx: RequestContext) -> Awaitable[None] | None:
     key, project, plan = ctx.key, ctx.project, ctx.plan
     if key is None or project is None or plan is None or shared.keys is None:
         return None
-    estimate = plan.expected_cost(plan.candidates[0])
+    # the dearest candidate: a failover (or a circuit open on the cheapest) must not let the
+    # actual cost pass what was reserved; settling gives the difference back
+    estimate = max(plan.expected_cost(c) for c in plan.candidates)
     result = shared.keys.accounts.reserve(key, project, estimate, plan.in_est + plan.out_est)
     if isinstance(result, ReservationPending):
         return _leased(ctx, result)
