@@ -107,3 +107,33 @@ def test_metrics_count_every_worker(tmp_path: Path, sim: SimCluster) -> None:
     finally:
         stop(proc)
     assert proc.returncode == 0
+
+
+BIN = Path(sys.executable).parent
+HOSTS = {  # docs/deploy.md, "Any ASGI host": each command as written there, two workers
+    "uvicorn": [str(BIN / "uvicorn"), "arbstr.app:app", "--workers", "2",
+                "--http", "arbstr.serving:LimitedHttpToolsProtocol"],
+    "granian": [str(BIN / "granian"), "--interface", "asgi", "--workers", "2", "arbstr.app:app"],
+    "gunicorn": [str(BIN / "gunicorn"), "arbstr.app:app", "-k", "uvicorn.workers.UvicornWorker",
+                 "-w", "2"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_the_documented_asgi_hosts_serve_arbstr_with_two_workers(
+    tmp_path: Path, sim: SimCluster, host: str
+) -> None:
+    port = free_port()
+    cmd = list(HOSTS[host])
+    cmd += ["-b", f"127.0.0.1:{port}"] if host == "gunicorn" else []
+    cmd += ["--host", "127.0.0.1", "--port", str(port)] if host != "gunicorn" else []
+    proc = serve(cmd, write_config(tmp_path, sim), tmp_path, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/health/ready", timeout=5).json()["status"] == "ok"
+        for _ in range(4):  # both workers answer (the balancing is the kernel's)
+            answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=10)
+            assert answer.status_code == 200 and answer.headers["x-arbstr-provider"] == "sim"
+    finally:
+        stop(proc)
