@@ -7,18 +7,16 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
+from arbstr.provider_config import Provider, ProviderConfig, RateLimits, build_providers
 from arbstr.secrets import (
     ApiKey,
-    ResolvedKey,
     SecretError,
     clean_key,
     expand_env,
     permission_warning,
-    resolve_api_key,
 )
 
 __all__ = [
@@ -114,26 +112,6 @@ class ReliabilityConfig(_Base):
     attempt_timeout_s: float | None = None
 
 
-class RateLimits(_Base):
-    rpm: int | None = None
-    tpm: int | None = None
-    rpd: int | None = None
-
-
-class ProviderConfig(_Base):
-    name: str
-    url: str
-    api_key: str | None = None
-    models: list[str] = msgspec.field(default_factory=list)
-    input_rate: float = 0.0
-    output_rate: float = 0.0
-    cached_input_rate: float | None = None
-    base_fee: float = 0.0
-    timeout_s: float | None = None
-    rate_limits: RateLimits | None = None
-    max_response_bytes: int | None = None  # default: [limits] max_response_bytes
-
-
 class ChainEntry(_Base):
     provider: str
     model: str
@@ -182,26 +160,6 @@ class Config(_Base):
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
-
-
-class Provider(msgspec.Struct, frozen=True, kw_only=True):
-    """A provider ready for routing: URL normalised, rates resolved, key resolved."""
-
-    name: str
-    url: str
-    models: tuple[str, ...]
-    input_rate: float
-    output_rate: float
-    cached_input_rate: float
-    base_fee: float
-    timeout_s: float | None
-    rate_limits: RateLimits | None
-    api_key: ApiKey | None
-    key_source: str
-    max_response_bytes: int = 32 << 20
-
-    def serves(self, model: str) -> bool:
-        return not self.models or model in self.models
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -289,11 +247,6 @@ def parse_settings(
     return _validate(config, source, env, need_keys)
 
 
-def _check_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
 def _validate(
     config: Config, source: str, env: dict[str, str] | None, need_keys: bool = True
 ) -> Settings:
@@ -338,52 +291,9 @@ def _validate(
     if not db_url.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
         raise fail("database.url", "must be sqlite:///PATH, postgresql://... or memory://")
 
-    providers: list[Provider] = []
-    warnings: list[str] = []
-    seen: set[str] = set()
-    for i, pc in enumerate(config.providers):
-        where = f"providers[{i}]"
-        if not pc.name.strip():
-            raise fail(f"{where}.name", "must not be empty")
-        if pc.name in seen:
-            raise fail(f"{where}.name", f"duplicate provider name '{pc.name}'")
-        seen.add(pc.name)
-        if not _check_url(pc.url):
-            raise fail(f"{where}.url", "must be an http(s) URL")
-        for key in ("input_rate", "output_rate", "base_fee", "cached_input_rate"):
-            value = getattr(pc, key)
-            if value is not None and value < 0:
-                raise fail(f"{where}.{key}", "must not be negative")
-        if pc.timeout_s is not None and pc.timeout_s <= 0:
-            raise fail(f"{where}.timeout_s", "must be > 0")
-        if pc.max_response_bytes is not None and pc.max_response_bytes <= 0:
-            raise fail(f"{where}.max_response_bytes", "must be > 0")
-        try:
-            resolved = resolve_api_key(pc.name, pc.api_key, env)
-        except SecretError as e:
-            if need_keys:
-                raise fail(f"{where}.api_key", str(e)) from None
-            resolved = ResolvedKey(None, "unresolved", f"{where}.api_key: {e}")
-        if resolved.warning:
-            warnings.append(resolved.warning)
-        providers.append(
-            Provider(
-                name=pc.name,
-                url=pc.url.rstrip("/"),
-                models=tuple(pc.models),
-                input_rate=float(pc.input_rate),
-                output_rate=float(pc.output_rate),
-                cached_input_rate=float(
-                    pc.input_rate if pc.cached_input_rate is None else pc.cached_input_rate
-                ),
-                base_fee=float(pc.base_fee),
-                timeout_s=pc.timeout_s,
-                rate_limits=pc.rate_limits,
-                api_key=resolved.key,
-                key_source=resolved.source,
-                max_response_bytes=pc.max_response_bytes or config.limits.max_response_bytes,
-            )
-        )
+    providers, warnings = build_providers(
+        config.providers, env, need_keys, fail, config.limits.max_response_bytes
+    )
     if not providers:
         warnings.append("no providers configured: every chat request will fail")
 
@@ -396,7 +306,7 @@ def _validate(
         if not chain.entries:
             raise fail(f"{where}.entries", "must list at least one entry")
         for j, entry in enumerate(chain.entries):
-            if entry.provider not in seen:
+            if entry.provider not in {p.name for p in providers}:
                 raise fail(f"{where}.entries[{j}].provider", f"unknown provider '{entry.provider}'")
 
     rule_names: set[str] = set()

@@ -25,6 +25,8 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "errors",
         "secrets",
+        "presets",
+        "provider_config",
         "config",
         "ids",
         "schemas",

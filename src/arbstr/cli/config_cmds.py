@@ -96,6 +96,7 @@ def providers(
         rows.append(
             {
                 "name": prov.name,
+                "type": prov.type,
                 "url": prov.url,
                 "models": list(prov.models),
                 "input_rate": prov.input_rate,
@@ -112,7 +113,8 @@ def providers(
     if not rows:
         out.print("No providers configured.")
     for prov, row in zip(settings.providers, rows, strict=True):
-        out.print(f"{row['name']} ({row['url']})", markup=False)
+        kind = "" if prov.type == "generic" else f", type {prov.type}"
+        out.print(f"{row['name']} ({row['url']}{kind})", markup=False)
         models = ", ".join(prov.models) or "any"
         out.print(f"  Models: {models}", markup=False)
         out.print(

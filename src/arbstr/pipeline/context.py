@@ -67,7 +67,8 @@ class RequestContext:
     retries: RetryHeader | None = None
     calls: int = 0  # upstream calls made (x-arbstr-attempts)
     upstream_s: float = 0.0  # time spent waiting on upstream calls and backoff sleeps
-    bodies: dict[str, bytes] = field(default_factory=dict)  # rewritten body per upstream model
+    # the rewritten body per upstream model (and provider type, where a preset has quirks)
+    bodies: dict[str | tuple[str, str], bytes] = field(default_factory=dict)
     key: KeyEntry | None = None  # the virtual key, once authenticated (auth on)
     project: ProjectRow | None = None
     reservation: Reservation | None = None
@@ -106,6 +107,7 @@ class Shared:
             base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
             if p.api_key is not None:
                 base.append((b"authorization", f"Bearer {p.api_key.reveal()}".encode()))
+            base += [(k.encode(), v.encode()) for k, v in p.headers]  # the preset's, the config's
             self._base_headers[p.name] = base
 
     def latency(self) -> dict[str, float] | None:
@@ -124,14 +126,18 @@ class Shared:
         return [*base, (b"idempotency-key", meta.request_id.encode())]
 
     def body_for(self, ctx: RequestContext, cand: Candidate) -> bytes:
-        """The client's bytes with only `model` (chains) and `stream_options` rewritten."""
-        upstream = cand.upstream_model
-        payload = ctx.bodies.get(upstream)
+        """The client's bytes with only `model` (chains) and `stream_options` rewritten, and
+        the provider's quirks (presets.py) applied."""
+        upstream, quirks = cand.upstream_model, cand.provider.quirks
+        slot = (upstream, cand.provider.type) if quirks else upstream
+        payload = ctx.bodies.get(slot)
         if payload is None:
             payload = rewrite_body(
                 ctx.body,
                 model=None if upstream == ctx.model else upstream,
                 include_usage=ctx.streaming,
+                quirks=quirks,
+                upstream_model=upstream,
             )
-            ctx.bodies[upstream] = payload
+            ctx.bodies[slot] = payload
         return payload

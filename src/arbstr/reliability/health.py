@@ -34,6 +34,7 @@ class ProviderHealth:
         "_circuits_changed",
         "_cooldowns",
         "_cooldowns_changed",
+        "_dialects",
         "_latency",
         "_limiter",
         "clock",
@@ -53,6 +54,7 @@ class ProviderHealth:
         self._cooldowns = CooldownTracker(clock)
         self._limiter = ManualLimiter(clock)
         self._latency: dict[str, Ewma] = {}
+        self._dialects = {p.name: p.dialect for p in providers if p.dialect is not None}
         # what changed since the last exchange with other replicas (`take_changes`)
         self._circuits_changed: set[str] = set()
         self._cooldowns_changed: set[Key] = set()
@@ -106,7 +108,7 @@ class ProviderHealth:
         ewma.update(elapsed_s * 1000)
         if not answered:
             return
-        quota = parse_quota(found, self.wall()) if found else None
+        quota = parse_quota(found, self.wall(), self._dialects.get(provider)) if found else None
         if quota is None:  # no headers: count it against the manual limits, if any
             self._limiter.record(provider, model, None)
             return

@@ -87,10 +87,14 @@ def _int(value: str | None) -> int | None:
     return int(number) if math.isfinite(number) else None
 
 
-def parse_quota(headers: Mapping[str, str], now_wall: float) -> Quota | None:
-    """A `Quota` from whichever dialect of rate-limit headers is present, else None."""
+def parse_quota(
+    headers: Mapping[str, str], now_wall: float, dialect: str | None = None
+) -> Quota | None:
+    """A `Quota` from whichever dialect of rate-limit headers is present, else None; with a
+    `dialect` (the provider's preset: openai, cerebras, openrouter) only that one is read, so
+    a provider's unrelated headers are never taken for another family's."""
     get = headers.get
-    if (
+    if dialect in (None, "openai") and (
         get("x-ratelimit-remaining-requests") is not None
         or get("x-ratelimit-remaining-tokens") is not None
     ):
@@ -102,7 +106,7 @@ def parse_quota(headers: Mapping[str, str], now_wall: float) -> Quota | None:
             reset_requests_s=parse_duration(get("x-ratelimit-reset-requests")),
             reset_tokens_s=parse_duration(get("x-ratelimit-reset-tokens")),
         )
-    if (
+    if dialect in (None, "cerebras") and (
         get("x-ratelimit-remaining-requests-day") is not None
         or get("x-ratelimit-remaining-tokens-minute") is not None
     ):
@@ -114,7 +118,7 @@ def parse_quota(headers: Mapping[str, str], now_wall: float) -> Quota | None:
             reset_requests_s=parse_duration(get("x-ratelimit-reset-requests-day")),
             reset_tokens_s=parse_duration(get("x-ratelimit-reset-tokens-minute")),
         )
-    if get("x-ratelimit-remaining") is not None:
+    if dialect in (None, "openrouter") and get("x-ratelimit-remaining") is not None:
         reset = _int(get("x-ratelimit-reset"))  # OpenRouter: unix milliseconds
         reset_s = max(0.0, reset / 1000 - now_wall) if reset is not None else None
         return Quota(

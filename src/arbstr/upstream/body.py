@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from arbstr.upstream.quirks import apply_quirks
+
 __all__ = ["rewrite_body"]
 
 _top = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -12,16 +14,27 @@ _INCLUDE_USAGE = msgspec.Raw(b'{"include_usage":true}')
 _NULL = b"null"
 
 
-def rewrite_body(body: bytes, *, model: str | None = None, include_usage: bool = False) -> bytes:
-    """Return `body` with `model` replaced and/or `stream_options.include_usage` injected.
+def rewrite_body(
+    body: bytes,
+    *,
+    model: str | None = None,
+    include_usage: bool = False,
+    quirks: tuple[str, ...] = (),
+    upstream_model: str = "",
+) -> bytes:
+    """Return `body` with `model` replaced and/or `stream_options.include_usage` injected, and
+    the provider's `quirks` (upstream/quirks.py) applied for `upstream_model`.
 
     Only the top level is decoded (values stay `msgspec.Raw`), so tools, multimodal content and
     unknown fields are forwarded as the client wrote them. An explicit `include_usage: false`
-    from the client is kept.
+    from the client is kept. Nothing to change: the client's bytes, as they came.
     """
-    if model is None and not include_usage:
+    if model is None and not include_usage and not quirks:
         return body
     top = _top.decode(body)
+    changed = bool(quirks) and apply_quirks(top, upstream_model, quirks)
+    if model is None and not include_usage and not changed:
+        return body
     if model is not None:
         top["model"] = msgspec.Raw(_encoder.encode(model))
     if include_usage:
