@@ -58,6 +58,7 @@ class ServerConfig(_Base):
     shutdown_grace_s: float = 10.0
     drain_delay_s: float = 0.0  # SIGTERM: /health/ready 503 this long before the listener closes
     ready_timeout_s: float = 2.0  # a store slower than this to answer a readiness check: not ready
+    normalize_reasoning: bool = False  # empty `content`: the answer's reasoning_content instead
     gc_gen0_threshold: int = 10_000  # 0 = CPython's default collector settings (ADR 0007)
     upstream_transport: Literal["http1", "aiohttp"] = "http1"  # ADR 0009
 
@@ -107,6 +108,11 @@ class ReliabilityConfig(_Base):
     cooldown_402_s: float = 300.0
     stream_idle_timeout_s: float = 30.0
     max_stream_s: float = 600.0  # a stream's whole duration after its first byte
+    # streams that fail mid-way this many times in a row cool the provider down for
+    # midstream_cooldown_s * 2^n (n: escalations so far), at most midstream_cooldown_max_s
+    midstream_failure_threshold: int = 3
+    midstream_cooldown_s: float = 120.0
+    midstream_cooldown_max_s: float = 1800.0
     # one attempt's share of the deadline, so a hung provider leaves time for a fallback;
     # None = half of request_timeout_s. A provider's own timeout_s wins.
     attempt_timeout_s: float | None = None
@@ -277,6 +283,12 @@ def _validate(
         raise fail("reliability.max_retries", "must be >= 0")
     if rel.circuit_failure_threshold < 1:
         raise fail("reliability.circuit_failure_threshold", "must be >= 1")
+    if rel.midstream_failure_threshold < 1:
+        raise fail("reliability.midstream_failure_threshold", "must be >= 1")
+    if not 0 < rel.midstream_cooldown_s <= rel.midstream_cooldown_max_s:
+        raise fail(
+            "reliability.midstream_cooldown_s", "must be > 0 and <= midstream_cooldown_max_s"
+        )
     if any(b < 0 for b in rel.backoff_s):
         raise fail("reliability.backoff_s", "must not be negative")
     if config.database.url and "${" in config.database.url:  # a password from the environment

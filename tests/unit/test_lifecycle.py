@@ -82,3 +82,45 @@ def test_the_database_url_takes_its_password_from_the_environment() -> None:
     assert settings.config.database.effective_url == "postgresql://arbstr:s3cret@db/arbstr"
     with pytest.raises(ConfigError, match=r"database.url: .*PGPASS is not set"):
         parse_settings(text, source="c.toml", env={})
+
+
+def test_midstream_escalation_doubles_to_its_cap_and_a_completed_stream_resets_it() -> None:
+    from arbstr.config import ReliabilityConfig
+    from arbstr.reliability.health import ProviderHealth
+
+    now = [0.0]
+    cfg = ReliabilityConfig(midstream_failure_threshold=2, circuit_failure_threshold=1000)
+    health = ProviderHealth(cfg, clock=lambda: now[0], wall=lambda: 1e9 + now[0])
+    cooled = [health.stream_failed("p") for _ in range(12)]
+    assert cooled == [
+        None,
+        120.0,
+        None,
+        240.0,
+        None,
+        480.0,
+        None,
+        960.0,
+        None,
+        1800.0,
+        None,
+        1800.0,
+    ]
+    assert health.cooling("p", "any-model") is not None
+    health.stream_completed("p")
+    assert [health.stream_failed("p") for _ in range(2)] == [None, 120.0]  # started over
+
+
+def test_normalize_reasoning_fills_only_an_empty_content() -> None:
+    from arbstr.schemas.reasoning import normalize_chat_body, normalize_chunk_event
+
+    plain = b'{"choices":[{"message":{"content":"hi","reasoning_content":"x"}}]}'
+    assert normalize_chat_body(plain) is plain
+    empty = b'{"choices":[{"message":{"content":null,"reasoning":"because"}}]}'
+    assert b'"content":"because"' in normalize_chat_body(empty)
+    assert normalize_chat_body(b'not json "reasoning') == b'not json "reasoning'
+    event = b'data: {"choices":[{"delta":{"reasoning_content":"r"}}]}\n\n'
+    assert normalize_chunk_event(event) == (
+        b'data: {"choices":[{"delta":{"reasoning_content":"r","content":"r"}}]}\n\n'
+    )
+    assert normalize_chunk_event(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"

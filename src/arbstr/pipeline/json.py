@@ -8,6 +8,7 @@ from arbstr.pipeline.attempts import run_attempts
 from arbstr.pipeline.context import GatewayResponse, RequestContext, Shared
 from arbstr.pipeline.finish import client_error, json_answer
 from arbstr.routing.resolve import Candidate
+from arbstr.schemas.reasoning import normalize_chat_body
 from arbstr.schemas.usage import read_usage
 from arbstr.upstream.client import Upstream
 
@@ -38,4 +39,6 @@ async def answer_json(shared: Shared, ctx: RequestContext) -> GatewayResponse:
     result = await run_attempts(shared, ctx, send)
     if not result.success:
         return client_error(shared, ctx, result.candidate, result.response, result.extra)
+    if chat and shared.settings.config.server.normalize_reasoning:
+        result.extra = normalize_chat_body(result.extra)
     return json_answer(shared, ctx, result, read_usage(result.extra))

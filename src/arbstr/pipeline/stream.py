@@ -8,6 +8,7 @@ its first byte ends with a visible error event, never a silent truncation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,10 +22,13 @@ from arbstr.pipeline.finish import charge, client_error, common_headers, ms, set
 from arbstr.routing.cost import expected_cost
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView
+from arbstr.schemas.reasoning import normalize_chunk_event
 from arbstr.upstream.client import Upstream, error_kind
 from arbstr.upstream.sse import EventAction, SseSplitter, StreamObserver
 
 __all__ = ["EmptyStream", "StreamStart", "answer_stream"]
+
+log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _DONE = b"data: [DONE]\n\n"
@@ -118,6 +122,7 @@ async def _relay(
     tail = b""
     delivered = False  # the outcome is decided: a client leaving during the last write is not news
     events = 0  # events forwarded: a cut stream is charged one output token per event
+    normalize = shared.settings.config.server.normalize_reasoning
     try:
         while True:
             out: list[bytes] = []
@@ -125,7 +130,7 @@ async def _relay(
             for event in splitter.feed(chunk):
                 action = observer.observe(event)
                 if action is EventAction.FORWARD:
-                    out.append(event.raw)
+                    out.append(normalize_chunk_event(event.raw) if normalize else event.raw)
                     events += 1
                 elif action is EventAction.DONE:
                     # the upstream's own `[DONE]` goes through: SDKs stop reading there, so
@@ -173,6 +178,7 @@ async def _relay(
         cost = settle_usage(shared, ctx, cand, observer.usage, chat=True, completed=completed)
         delivered = True
         if status == "completed":
+            shared.health.stream_completed(cand.provider.name)
             trailer = {
                 "arbstr": {
                     "cost_sats": round(cost, 6) if cost is not None else None,
@@ -183,7 +189,14 @@ async def _relay(
             }
             yield tail + b"data: " + _encoder.encode(trailer) + b"\n\n" + _DONE
         else:
-            shared.health.record_failure(cand.provider.name)
+            cooled = shared.health.stream_failed(cand.provider.name)
+            if cooled is not None:
+                log.warning(
+                    "provider %s: %d streams in a row failed mid-way; cooling down for %g s",
+                    cand.provider.name,
+                    shared.health.config.midstream_failure_threshold,
+                    cooled,
+                )
             assert error_code is not None
             assert error_message is not None
             yield _error_event(error_code, error_message)

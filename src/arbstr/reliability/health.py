@@ -37,6 +37,7 @@ class ProviderHealth:
         "_dialects",
         "_latency",
         "_limiter",
+        "_midstream",
         "clock",
         "config",
         "wall",
@@ -55,6 +56,8 @@ class ProviderHealth:
         self._limiter = ManualLimiter(clock)
         self._latency: dict[str, Ewma] = {}
         self._dialects = {p.name: p.dialect for p in providers if p.dialect is not None}
+        # provider -> [mid-stream failures in a row, escalations so far]
+        self._midstream: dict[str, list[int]] = {}
         # what changed since the last exchange with other replicas (`take_changes`)
         self._circuits_changed: set[str] = set()
         self._cooldowns_changed: set[Key] = set()
@@ -82,6 +85,27 @@ class ProviderHealth:
         """A failed attempt, or a stream that died after its first byte."""
         self._breakers.get(provider).record_failure()
         self._circuits_changed.add(provider)
+
+    def stream_failed(self, provider: str) -> float | None:
+        """A stream that died after its first byte (the circuit counts it too); at the
+        threshold in a row, a cooldown of `midstream_cooldown_s * 2^n`, capped. Its seconds."""
+        self.record_failure(provider)
+        counts = self._midstream.setdefault(provider, [0, 0])
+        counts[0] += 1
+        if counts[0] < self.config.midstream_failure_threshold:
+            return None
+        cfg = self.config
+        seconds = float(
+            min(cfg.midstream_cooldown_max_s, cfg.midstream_cooldown_s * 2 ** counts[1])
+        )
+        counts[0], counts[1] = 0, counts[1] + 1
+        self.cool_down((provider, None), seconds, "midstream_failures")
+        return seconds
+
+    def stream_completed(self, provider: str) -> None:
+        """A stream that reached its end: the escalation starts over."""
+        if provider in self._midstream:
+            del self._midstream[provider]
 
     def release_probe(self, provider: str) -> None:
         self._breakers.get(provider).release_probe()
