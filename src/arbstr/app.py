@@ -87,13 +87,14 @@ def create_app(
         recorder = Recorder(log_store, spill_path=slot.path)
         await recorder.start()
         app.state.request_log = log_store
-        metrics.attach(
-            lambda: health_state.circuit_states(names),
-            recorder.figures,
-        )
         app.state.metrics = metrics
         sinks: list[RecordSink] = [recorder] if sink is None else [recorder, sink]
         gateway = Gateway(settings, upstream, MetricsSink(metrics, sinks), health_state)
+        metrics.attach(
+            lambda: health_state.circuit_states(names),
+            recorder.figures,
+            gateway.queue.snapshot if gateway.queue is not None else None,
+        )
         gateway.ready_checks["request_log"] = log_store.ping
 
         async def recorder_ready() -> bool:
@@ -129,10 +130,14 @@ def create_app(
         refresher = asyncio.create_task(_refresh(metrics)) if metrics.multiproc else None
         tune_gc(server.gc_gen0_threshold)
         DRAIN.arm(asyncio.get_running_loop(), drain_delay_s(server.drain_delay_s))
+        if gateway.queue is not None:  # queued requests get queue_shutdown when the host stops
+            DRAIN.on_stop.append(gateway.queue.close)
         try:
             yield
         finally:
             DRAIN.disarm()
+            if gateway.queue is not None:
+                gateway.queue.close()
             if sync is not None:
                 await sync.aclose()
             await upstream.aclose()

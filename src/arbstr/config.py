@@ -150,6 +150,14 @@ class AuthConfig(_Base):
     refresh_interval_s: float = 0.25  # how often each process polls the key-store version
 
 
+class QueueConfig(_Base):
+    """Queue when exhausted (pipeline/queue.py): wait for a cooldown instead of a 429."""
+
+    enabled: bool = False
+    max_size: int = 100  # waiting requests per model or chain -> 503 queue_full
+    max_wait_s: float = 30.0  # -> 503 queue_timeout
+
+
 class LoggingConfig(_Base):
     level: Literal["debug", "info", "warning", "error"] = "info"
     log_requests: bool = True
@@ -165,6 +173,7 @@ class Config(_Base):
     chains: list[ChainConfig] = msgspec.field(default_factory=list)
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
@@ -283,6 +292,10 @@ def _validate(
         raise fail("reliability.max_retries", "must be >= 0")
     if rel.circuit_failure_threshold < 1:
         raise fail("reliability.circuit_failure_threshold", "must be >= 1")
+    if config.queue.max_size < 1:
+        raise fail("queue.max_size", "must be >= 1")
+    if config.queue.max_wait_s <= 0:
+        raise fail("queue.max_wait_s", "must be > 0")
     if rel.midstream_failure_threshold < 1:
         raise fail("reliability.midstream_failure_threshold", "must be >= 1")
     if not 0 < rel.midstream_cooldown_s <= rel.midstream_cooldown_max_s:

@@ -8,24 +8,28 @@ the way is turned into the OpenAI envelope once, here, by `finish.refused`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from arbstr.config import Settings
-from arbstr.errors import ArbstrError
+from arbstr.errors import AllRateLimited, ArbstrError
 from arbstr.lifecycle import DRAIN
 from arbstr.pipeline.admit import CHAT_STEPS, EMBEDDINGS_STEPS, admit
 from arbstr.pipeline.context import GatewayResponse, RequestContext, RequestMeta, Shared
 from arbstr.pipeline.finish import record_rejected, refused
 from arbstr.pipeline.json import answer_json
+from arbstr.pipeline.queue import WaitQueues
 from arbstr.pipeline.stream import answer_stream
-from arbstr.recording.record import RecordSink
+from arbstr.recording.record import AttemptRow, RecordSink
 from arbstr.reliability.health import ProviderHealth
 from arbstr.upstream.client import Upstream
 
 __all__ = ["Gateway", "GatewayResponse", "Readiness", "RequestMeta"]
 
 Readiness = Literal["ok", "unavailable", "draining"]
+_Answer = Callable[[Shared, RequestContext], Awaitable[GatewayResponse]]
 
 
 class Gateway:
@@ -36,6 +40,8 @@ class Gateway:
     ) -> None:
         self.shared = Shared(settings, upstream, sink, health)
         self.ready_checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+        queue = settings.config.queue
+        self.queue = WaitQueues(queue.max_size, queue.max_wait_s) if queue.enabled else None
 
     @property
     def max_body_bytes(self) -> int:
@@ -50,9 +56,7 @@ class Gateway:
         ctx = RequestContext.start(body, meta, "chat")
         try:
             await admit(self.shared, ctx, CHAT_STEPS)
-            if ctx.streaming:
-                return await answer_stream(self.shared, ctx)
-            return await answer_json(self.shared, ctx)
+            return await self._answer(ctx, answer_stream if ctx.streaming else answer_json)
         except ArbstrError as exc:
             return refused(self.shared, ctx, exc)
 
@@ -61,9 +65,30 @@ class Gateway:
         ctx = RequestContext.start(body, meta, "embeddings")
         try:
             await admit(self.shared, ctx, EMBEDDINGS_STEPS)
-            return await answer_json(self.shared, ctx)
+            return await self._answer(ctx, answer_json)
         except ArbstrError as exc:
             return refused(self.shared, ctx, exc)
+
+    async def _answer(self, ctx: RequestContext, answer: _Answer) -> GatewayResponse:
+        """`answer`; with `[queue] enabled`, a request every candidate of which is cooling
+        waits in its model's line and tries again (pipeline/queue.py), its attempts kept."""
+        if self.queue is None:
+            return await answer(self.shared, ctx)
+        earlier: list[AttemptRow] = []
+        while True:
+            try:
+                response = await answer(self.shared, ctx)
+            except AllRateLimited as exc:
+                earlier += ctx.record.attempts or []
+                ctx.record.attempts = earlier  # a refusal from the queue records them all
+                receive = ctx.meta.receive
+                gone = functools.partial(_disconnected, receive) if receive is not None else None
+                await self.queue.wait(ctx.model, ctx.meta.started, exc.retry_after or 1.0, gone)
+                ctx.attempts_from = time.monotonic()  # the upstream deadline starts now
+                continue
+            if earlier:
+                ctx.record.attempts = [*earlier, *(ctx.record.attempts or [])]
+            return response
 
     def record_rejected(self, meta: RequestMeta, endpoint: str, exc: ArbstrError) -> None:
         """Record a request refused before its body was read (e.g. 413)."""
@@ -81,6 +106,12 @@ class Gateway:
         if DRAIN.draining:
             return "draining", {**results, "accepting": False}
         return ("ok" if all(answers) else "unavailable"), results
+
+
+async def _disconnected(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Completes when the client disconnects (its body is read: nothing else can arrive)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _within(check: Awaitable[bool], timeout_s: float) -> bool:

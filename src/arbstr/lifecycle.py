@@ -33,6 +33,7 @@ class Drain:
     def __init__(self) -> None:
         self.since: float | None = None  # wall time the drain began
         self._saved: dict[int, Any] = {}
+        self.on_stop: list[Callable[[], None]] = []  # run as the host's shutdown starts
 
     @property
     def draining(self) -> bool:
@@ -46,6 +47,14 @@ class Drain:
     def reset(self) -> None:
         """A new app in this process (tests build several) starts undrained."""
         self.since = None
+        self.on_stop.clear()
+
+    def _stopping(self) -> None:
+        for callback in self.on_stop:
+            try:
+                callback()
+            except Exception:  # one failing hook must not keep the process from stopping
+                log.exception("a shutdown hook failed")
 
     def arm(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
         """Wrap the host's SIGTERM and SIGINT handlers; `disarm` puts them back."""
@@ -77,11 +86,18 @@ class Drain:
             first = not self.draining
             self.begin(signal.Signals(signum).name)
             if not first or delay_s <= 0 or loop.is_closed():
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(self._stopping)
                 host(signum, frame)
                 return
+
+            def stop() -> None:
+                self._stopping()
+                host(signum, None)
+
             # the host's shutdown after the delay; call_later is not signal-safe, so schedule
             # it from the loop itself
-            loop.call_soon_threadsafe(loop.call_later, delay_s, host, signum, None)
+            loop.call_soon_threadsafe(loop.call_later, delay_s, stop)
 
         return handler
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -38,8 +39,9 @@ class _Live(Collector):
         self,
         circuits: Callable[[], dict[str, str]],
         recorder: Callable[[], dict[str, float]] | None,
+        queues: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
-        self.circuits, self.recorder = circuits, recorder
+        self.circuits, self.recorder, self.queues = circuits, recorder, queues
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -53,6 +55,19 @@ class _Live(Collector):
         if self.recorder is not None:
             for key, value in self.recorder().items():
                 yield GaugeMetricFamily(f"arbstr_recorder_{key}", f"Recorder: {key}", value=value)
+        if self.queues is not None:
+            lines = self.queues()
+            depth = GaugeMetricFamily(
+                "arbstr_queue_depth", "Requests waiting for a cooldown to end", labels=["model"]
+            )
+            oldest = GaugeMetricFamily(
+                "arbstr_queue_oldest_wait_seconds", "The oldest waiter's wait", labels=["model"]
+            )
+            for line in lines:
+                depth.add_metric([line["model"]], line["depth"])
+                oldest.add_metric([line["model"]], line["oldest_wait_s"])
+            yield depth
+            yield oldest
 
 
 @dataclass(slots=True, frozen=True)
@@ -118,9 +133,10 @@ class Metrics:
         self,
         circuits: Callable[[], dict[str, str]],
         recorder: Callable[[], dict[str, float]] | None = None,
+        queues: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         if not self.multiproc:
-            self.registry.register(_Live(circuits, recorder))
+            self.registry.register(_Live(circuits, recorder, queues))
             return
         # custom collectors only see their own process: as gauges, every worker's value counts
         self._circuits, self._recorder = circuits, recorder

@@ -124,3 +124,36 @@ def test_normalize_reasoning_fills_only_an_empty_content() -> None:
         b'data: {"choices":[{"delta":{"reasoning_content":"r","content":"r"}}]}\n\n'
     )
     assert normalize_chunk_event(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+
+
+async def test_queue_shutdown_answers_every_waiter_and_refuses_new_ones() -> None:
+    import time
+
+    from arbstr.pipeline.queue import QueueShutdown, WaitQueues
+
+    queues = WaitQueues(max_size=10, max_wait_s=30)
+    waiters = [
+        asyncio.create_task(queues.wait("m", time.monotonic(), 60)) for _ in range(3)
+    ]
+    await asyncio.sleep(0.01)
+    assert queues.snapshot()[0]["depth"] == 3
+    queues.close()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, QueueShutdown) for r in results)
+    with pytest.raises(QueueShutdown):
+        await queues.wait("m", time.monotonic(), 1)
+    assert queues.snapshot() == [] and queues.refused["queue_shutdown"] == 4
+
+
+async def test_the_queue_wakes_at_the_earliest_cooldown_end_reported() -> None:
+    import time
+
+    from arbstr.pipeline.queue import WaitQueues
+
+    queues = WaitQueues(max_size=10, max_wait_s=30)
+    t0 = time.monotonic()
+    slow = asyncio.create_task(queues.wait("m", t0, 5.0))
+    await asyncio.sleep(0.01)
+    fast = asyncio.create_task(queues.wait("m", t0 + 0.001, 0.1))  # an earlier end: both wake
+    await asyncio.wait_for(asyncio.gather(slow, fast), 1.0)
+    assert time.monotonic() - t0 < 0.5

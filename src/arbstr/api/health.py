@@ -38,9 +38,11 @@ async def ready(gateway: GatewayDep) -> Response[ReadyReport]:
 
 
 @get("/v1/ratelimits", sync_to_thread=False, guards=[admin_only], tags=["operator"])
-def ratelimits(views: ViewsDep) -> RateLimits:
-    """Per provider/model: available, tracking or exhausted, cooldown end, last quota."""
-    return msgspec.convert({"ratelimits": views.ratelimits()}, RateLimits)
+def ratelimits(views: ViewsDep, gateway: GatewayDep) -> RateLimits:
+    """Per provider/model: available, tracking or exhausted, cooldown end, last quota; with
+    `[queue] enabled`, each line's depth and oldest wait."""
+    queues = gateway.queue.snapshot() if gateway.queue is not None else []
+    return msgspec.convert({"ratelimits": views.ratelimits(), "queues": queues}, RateLimits)
 
 
 @get("/metrics", sync_to_thread=False, name="metrics", guards=[admin_only], tags=["operator"])

@@ -63,6 +63,7 @@ async def proxy(
         policy_header=policy,
         authorization=auth,
         client_ip=client[0] if client else None,
+        receive=receive,
     )
     try:
         body = await read_body(scope, receive, gateway.max_body_bytes, gateway.body_timeout_s)

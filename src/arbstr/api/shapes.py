@@ -101,7 +101,17 @@ class RateLimitRow(msgspec.Struct):
     quota: Quota | None
 
 
+class QueueRow(msgspec.Struct):
+    """One line of the queue (`[queue] enabled`): a model or chain's waiting requests."""
+
+    model: str
+    depth: int
+    oldest_wait_s: float
+    next_try_in_s: float | None
+
+
 class RateLimits(msgspec.Struct):
     """`GET /v1/ratelimits`."""
 
     ratelimits: list[RateLimitRow]
+    queues: list[QueueRow] = msgspec.field(default_factory=list)

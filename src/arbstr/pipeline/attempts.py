@@ -63,7 +63,7 @@ async def run_attempts(shared: Shared, ctx: RequestContext, send: Send[T]) -> At
     rows: list[AttemptRow] = []
     ctx.record.attempts = rows
     ctx.retries = retries = RetryHeader()
-    deadline = ctx.meta.started + shared.request_timeout_s
+    deadline = (ctx.attempts_from or ctx.meta.started) + shared.request_timeout_s
     candidates = ctx.plan.candidates
     # one attempt's share of the deadline while other candidates wait behind it, so a hung
     # provider leaves time for a fallback; the last candidate may use all that is left

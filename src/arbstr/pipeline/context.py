@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from arbstr.config import Settings
 from arbstr.keys.accounts import Reservation
@@ -39,6 +40,7 @@ class RequestMeta:
     client_ip: str | None = None
     project_id: str | None = None  # set by `authenticate`: the project's own upstream keys
     operator: bool = False  # the dashboard's playground, behind an admin session: no key
+    receive: Callable[[], Awaitable[Any]] | None = None  # ASGI receive: a queued client leaving
 
 
 @dataclass(slots=True)
@@ -72,6 +74,7 @@ class RequestContext:
     key: KeyEntry | None = None  # the virtual key, once authenticated (auth on)
     project: ProjectRow | None = None
     reservation: Reservation | None = None
+    attempts_from: float = 0.0  # monotonic start of the attempts' deadline (0: the arrival)
 
     @classmethod
     def start(cls, body: bytes, meta: RequestMeta, endpoint: str) -> RequestContext:
