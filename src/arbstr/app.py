@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from litestar import Litestar
 
 from arbstr.api.admin import ADMIN_ROUTES
+from arbstr.api.config_admin import CONFIG_ROUTES
 from arbstr.api.deps import dependencies
 from arbstr.api.errors import exception_handlers
 from arbstr.api.front import ArbstrApp
@@ -27,12 +29,13 @@ from arbstr.api.openai import (
 from arbstr.api.openapi import document_proxy_routes, openapi_config
 from arbstr.api.stats import get_request, list_requests, stats, timeseries
 from arbstr.api.ui import Sessions, ui_handlers, ui_templates
-from arbstr.config import Settings, load_settings
+from arbstr.config import ConfigError, Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.keys.admin import KeyAdmin
 from arbstr.keys.crypto import Cipher
 from arbstr.keys.runtime import KeyService
 from arbstr.lifecycle import DRAIN
+from arbstr.live import LiveConfig
 from arbstr.recording.record import RecordSink
 from arbstr.recording.spill import claim_spill_slot
 from arbstr.recording.writer import Recorder
@@ -102,7 +105,8 @@ def create_app(
 
         gateway.ready_checks["recorder"] = recorder_ready
         app.state.gateway = gateway
-        app.state.views = Views(gateway.shared)
+        app.state.views = views = Views(gateway.shared)
+        app.state.live = live = LiveConfig(gateway, views, metrics)
         keys_db = key_store or open_key_store(db.effective_url)
         if db.migrate_on_start:
             await keys_db.migrate()
@@ -132,10 +136,13 @@ def create_app(
         DRAIN.arm(asyncio.get_running_loop(), drain_delay_s(server.drain_delay_s))
         if gateway.queue is not None:  # queued requests get queue_shutdown when the host stops
             DRAIN.on_stop.append(gateway.queue.close)
+        hup = _watch_sighup(live)
         try:
             yield
         finally:
             DRAIN.disarm()
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if gateway.queue is not None:
                 gateway.queue.close()
             if sync is not None:
@@ -168,6 +175,7 @@ def create_app(
             list_requests,
             get_request,
             *ADMIN_ROUTES,
+            *CONFIG_ROUTES,
             *ui_handlers(),
         ],
         template_config=ui_templates(),
@@ -207,6 +215,24 @@ async def _start_keys(
     await keys.start()
     gateway.shared.keys = keys
     return keys
+
+
+def _watch_sighup(live: LiveConfig) -> bool:
+    """SIGHUP re-reads the config file (an invalid one is logged and changes nothing)."""
+    if not live.source or not os.path.exists(live.source):
+        return False
+
+    def reload() -> None:
+        try:
+            live.reload()
+        except ConfigError as exc:
+            log.error("SIGHUP: config not reloaded: Configuration error: %s", exc)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        return False
+    return True
 
 
 async def _refresh(metrics: Metrics, every_s: float = 1.0) -> None:

@@ -19,9 +19,13 @@ class Views:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.started_at = time.time()
-        settings = shared.settings
+        self.refresh()
+
+    def refresh(self) -> None:
+        """What the settings say (again, after a reload)."""
+        settings = self.shared.settings
         # what each provider is configured to serve (/health: usable while one is not cooling)
-        self._health_models: dict[str, tuple[str, ...]] = {}
+        health_models: dict[str, tuple[str, ...]] = {}
         for p in settings.providers:
             chained = {
                 e.model
@@ -29,7 +33,8 @@ class Views:
                 for e in chain.entries
                 if e.provider == p.name
             }
-            self._health_models[p.name] = tuple(sorted(set(p.models) | chained)) if p.models else ()
+            health_models[p.name] = tuple(sorted(set(p.models) | chained)) if p.models else ()
+        self._health_models = health_models
 
     def models(self) -> list[tuple[str, str]]:
         return self.shared.router.models()

@@ -132,9 +132,7 @@ async def test_queue_shutdown_answers_every_waiter_and_refuses_new_ones() -> Non
     from arbstr.pipeline.queue import QueueShutdown, WaitQueues
 
     queues = WaitQueues(max_size=10, max_wait_s=30)
-    waiters = [
-        asyncio.create_task(queues.wait("m", time.monotonic(), 60)) for _ in range(3)
-    ]
+    waiters = [asyncio.create_task(queues.wait("m", time.monotonic(), 60)) for _ in range(3)]
     await asyncio.sleep(0.01)
     assert queues.snapshot()[0]["depth"] == 3
     queues.close()

@@ -115,6 +115,14 @@ class KeyAdmin:
             request_id=actor.request_id,
         )
 
+    async def record(
+        self, actor: Actor, action: str, target: str | None, changes: dict[str, list[Any]]
+    ) -> None:
+        """An audit row for a change made elsewhere (the config file, through the admin API)."""
+        event = self._event(actor, action, target)
+        event.changes = changes
+        await self.store.add_audit([event])
+
     async def _done(self) -> None:
         if self._changed is not None:
             await self._changed()

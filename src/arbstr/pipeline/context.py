@@ -91,27 +91,36 @@ class Shared:
     def __init__(
         self, settings: Settings, upstream: Upstream, sink: RecordSink, health: ProviderHealth
     ) -> None:
-        self.settings = settings
         self.upstream = upstream
         self.sink = sink
         self.health = health
-        self.router = Router(settings)
+        self.scrubber = Scrubber([*(p.api_key for p in settings.providers), settings.admin_token])
+        self.keys: KeyService | None = None  # virtual keys (`[auth] enabled`), set by the app
+        self._base_headers: dict[str, list[Header]] = {}
+        self.replace(settings)
+
+    def replace(self, settings: Settings) -> None:
+        """Take new settings (a reload): the router, limits and provider headers, each one
+        assignment, so a request sees either the old routing or the new. Requests already
+        routed keep their candidates; a removed provider's headers stay for them."""
         config = settings.config
+        headers = dict(self._base_headers)
+        for p in settings.providers:
+            base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
+            if p.api_key is not None:
+                base.append((b"authorization", f"Bearer {p.api_key.reveal()}".encode()))
+                self.scrubber.add(p.api_key)
+            base += [(k.encode(), v.encode()) for k, v in p.headers]  # the preset's, the config's
+            headers[p.name] = base
+        self._base_headers = headers
         self.max_body_bytes = config.server.max_body_bytes
         self.request_timeout_s = config.server.request_timeout_s
         self.idle_timeout_s = config.reliability.stream_idle_timeout_s
         self.max_stream_s = config.reliability.max_stream_s
         self.max_sse_event_bytes = config.limits.max_sse_event_bytes
         self.body_timeout_s = config.limits.body_timeout_s
-        self.scrubber = Scrubber([*(p.api_key for p in settings.providers), settings.admin_token])
-        self.keys: KeyService | None = None  # virtual keys (`[auth] enabled`), set by the app
-        self._base_headers: dict[str, list[Header]] = {}
-        for p in settings.providers:
-            base: list[Header] = [_JSON, (b"accept-encoding", b"identity")]
-            if p.api_key is not None:
-                base.append((b"authorization", f"Bearer {p.api_key.reveal()}".encode()))
-            base += [(k.encode(), v.encode()) for k, v in p.headers]  # the preset's, the config's
-            self._base_headers[p.name] = base
+        self.router = Router(settings)
+        self.settings = settings
 
     def latency(self) -> dict[str, float] | None:
         """Observed latencies, only built when a strategy ranks by them."""

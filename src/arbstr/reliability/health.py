@@ -86,6 +86,10 @@ class ProviderHealth:
         self._breakers.get(provider).record_failure()
         self._circuits_changed.add(provider)
 
+    def set_providers(self, providers: Sequence[Provider]) -> None:
+        """A reload: the providers' dialects; circuits, cooldowns and latency stay by name."""
+        self._dialects = {p.name: p.dialect for p in providers if p.dialect is not None}
+
     def stream_failed(self, provider: str) -> float | None:
         """A stream that died after its first byte (the circuit counts it too); at the
         threshold in a row, a cooldown of `midstream_cooldown_s * 2^n`, capped. Its seconds."""
