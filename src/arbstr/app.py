@@ -29,6 +29,7 @@ from arbstr.api.openai import (
 from arbstr.api.openapi import document_proxy_routes, openapi_config
 from arbstr.api.stats import get_request, list_requests, stats, timeseries
 from arbstr.api.ui import Sessions, ui_handlers, ui_templates
+from arbstr.cache import open_cache
 from arbstr.config import ConfigError, Settings, load_settings
 from arbstr.gateway import Gateway
 from arbstr.keys.admin import KeyAdmin
@@ -36,6 +37,7 @@ from arbstr.keys.crypto import Cipher
 from arbstr.keys.runtime import KeyService
 from arbstr.lifecycle import DRAIN
 from arbstr.live import LiveConfig
+from arbstr.pipeline.cached import CacheState
 from arbstr.recording.record import RecordSink
 from arbstr.recording.spill import claim_spill_slot
 from arbstr.recording.writer import Recorder
@@ -93,10 +95,12 @@ def create_app(
         app.state.metrics = metrics
         sinks: list[RecordSink] = [recorder] if sink is None else [recorder, sink]
         gateway = Gateway(settings, upstream, MetricsSink(metrics, sinks), health_state)
+        gateway.shared.cache = cache = _open_cache(settings)
         metrics.attach(
             lambda: health_state.circuit_states(names),
             recorder.figures,
             gateway.queue.snapshot if gateway.queue is not None else None,
+            cache.figures if cache is not None else None,
         )
         gateway.ready_checks["request_log"] = log_store.ping
 
@@ -148,6 +152,9 @@ def create_app(
             if sync is not None:
                 await sync.aclose()
             await upstream.aclose()
+            if cache is not None:
+                await asyncio.gather(*cache.pending, return_exceptions=True)
+                await cache.backend.aclose()
             await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
             slot.release()
             if keys is not None:
@@ -215,6 +222,20 @@ async def _start_keys(
     await keys.start()
     gateway.shared.keys = keys
     return keys
+
+
+def _open_cache(settings: Settings) -> CacheState | None:
+    cfg = settings.config.cache
+    if not cfg.enabled:
+        return None
+    backend = open_cache(
+        cfg.backend,
+        redis_url=cfg.redis_url,
+        database_url=settings.config.database.effective_url,
+        max_entries=cfg.max_entries,
+        max_bytes=cfg.max_bytes,
+    )
+    return CacheState(backend, cfg.ttl_s, cfg.default_max_age_s, cfg.max_entry_bytes)
 
 
 def _watch_sighup(live: LiveConfig) -> bool:

@@ -158,6 +158,19 @@ class QueueConfig(_Base):
     max_wait_s: float = 30.0  # -> 503 queue_timeout
 
 
+class CacheConfig(_Base):
+    """The exact response cache (pipeline/cached.py): opt-in per request with Cache-Control."""
+
+    enabled: bool = False
+    backend: Literal["memory", "redis", "database"] = "memory"
+    ttl_s: float = 3600.0  # the longest an entry lives, whatever max-age asks
+    default_max_age_s: float = 0.0  # for requests without Cache-Control: 0 = not cached
+    max_entries: int = 10_000  # memory backend
+    max_bytes: int = 64 << 20  # memory backend: LRU by bytes
+    max_entry_bytes: int = 1 << 20  # a larger answer is not cached
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
 class LoggingConfig(_Base):
     level: Literal["debug", "info", "warning", "error"] = "info"
     log_requests: bool = True
@@ -174,6 +187,7 @@ class Config(_Base):
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
@@ -292,6 +306,11 @@ def _validate(
         raise fail("reliability.max_retries", "must be >= 0")
     if rel.circuit_failure_threshold < 1:
         raise fail("reliability.circuit_failure_threshold", "must be >= 1")
+    cache = config.cache
+    if cache.ttl_s <= 0 or cache.default_max_age_s < 0:
+        raise fail("cache.ttl_s", "ttl_s must be > 0 and default_max_age_s >= 0")
+    if min(cache.max_entries, cache.max_bytes, cache.max_entry_bytes) < 1:
+        raise fail("cache.max_bytes", "max_entries, max_bytes and max_entry_bytes must be >= 1")
     if config.queue.max_size < 1:
         raise fail("queue.max_size", "must be >= 1")
     if config.queue.max_wait_s <= 0:

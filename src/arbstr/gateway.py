@@ -17,6 +17,7 @@ from arbstr.config import Settings
 from arbstr.errors import AllRateLimited, ArbstrError
 from arbstr.lifecycle import DRAIN
 from arbstr.pipeline.admit import CHAT_STEPS, EMBEDDINGS_STEPS, admit
+from arbstr.pipeline.cached import answer_cached
 from arbstr.pipeline.context import GatewayResponse, RequestContext, RequestMeta, Shared
 from arbstr.pipeline.finish import record_rejected, refused
 from arbstr.pipeline.json import answer_json
@@ -56,6 +57,8 @@ class Gateway:
         ctx = RequestContext.start(body, meta, "chat")
         try:
             await admit(self.shared, ctx, CHAT_STEPS)
+            if ctx.cached is not None:
+                return answer_cached(self.shared, ctx)
             return await self._answer(ctx, answer_stream if ctx.streaming else answer_json)
         except ArbstrError as exc:
             return refused(self.shared, ctx, exc)
@@ -65,6 +68,8 @@ class Gateway:
         ctx = RequestContext.start(body, meta, "embeddings")
         try:
             await admit(self.shared, ctx, EMBEDDINGS_STEPS)
+            if ctx.cached is not None:
+                return answer_cached(self.shared, ctx)
             return await self._answer(ctx, answer_json)
         except ArbstrError as exc:
             return refused(self.shared, ctx, exc)

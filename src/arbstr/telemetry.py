@@ -40,8 +40,10 @@ class _Live(Collector):
         circuits: Callable[[], dict[str, str]],
         recorder: Callable[[], dict[str, float]] | None,
         queues: Callable[[], list[dict[str, Any]]] | None = None,
+        cache: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.circuits, self.recorder, self.queues = circuits, recorder, queues
+        self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -55,6 +57,11 @@ class _Live(Collector):
         if self.recorder is not None:
             for key, value in self.recorder().items():
                 yield GaugeMetricFamily(f"arbstr_recorder_{key}", f"Recorder: {key}", value=value)
+        if self.cache is not None:
+            for key, value in self.cache().items():
+                yield GaugeMetricFamily(
+                    f"arbstr_cache_{key}", f"Response cache: {key}", value=value
+                )
         if self.queues is not None:
             lines = self.queues()
             depth = GaugeMetricFamily(
@@ -134,9 +141,10 @@ class Metrics:
         circuits: Callable[[], dict[str, str]],
         recorder: Callable[[], dict[str, float]] | None = None,
         queues: Callable[[], list[dict[str, Any]]] | None = None,
+        cache: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         if not self.multiproc:
-            self.registry.register(_Live(circuits, recorder, queues))
+            self.registry.register(_Live(circuits, recorder, queues, cache))
             return
         # custom collectors only see their own process: as gauges, every worker's value counts
         self._circuits, self._recorder = circuits, recorder

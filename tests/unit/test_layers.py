@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
         "telemetry",
         "sim",
         "keys",
+        "cache",
     ),
     ("loadgen",),
     ("pipeline",),

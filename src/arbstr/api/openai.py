@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _POLICY = b"x-arbstr-policy"
 _AUTH = b"authorization"
+_CACHE = b"cache-control"
 PROXY_ROUTES = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
 
 
@@ -51,11 +52,14 @@ async def proxy(
         return
     policy: str | None = None
     auth: bytes | None = None
+    cache: str | None = None
     for key, value in scope["headers"]:
         if key == _POLICY:
             policy = value.decode("latin-1")
         elif key == _AUTH:
             auth = value
+        elif key == _CACHE:
+            cache = value.decode("latin-1")
     client = scope.get("client")
     meta = RequestMeta(
         request_id=request_id,
@@ -64,6 +68,7 @@ async def proxy(
         authorization=auth,
         client_ip=client[0] if client else None,
         receive=receive,
+        cache_control=cache,
     )
     try:
         body = await read_body(scope, receive, gateway.max_body_bytes, gateway.body_timeout_s)

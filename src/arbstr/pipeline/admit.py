@@ -16,6 +16,7 @@ import msgspec
 
 from arbstr.errors import BadRequest, InvalidJson
 from arbstr.pipeline.auth import authenticate, check_model, reserve
+from arbstr.pipeline.cached import lookup
 from arbstr.pipeline.context import RequestContext, Shared
 from arbstr.schemas.chat import ChatView, EmbeddingsView, input_chars, last_user_text, prompt_chars
 
@@ -88,6 +89,7 @@ CHAT_STEPS: tuple[AdmissionStep, ...] = (
     authenticate,
     decode_chat,
     check_model,
+    lookup,  # a cache hit ends admission here: no plan, no reservation
     plan_route,
     reserve,
 )
@@ -95,6 +97,7 @@ EMBEDDINGS_STEPS: tuple[AdmissionStep, ...] = (
     authenticate,
     decode_embeddings,
     check_model,
+    lookup,
     plan_route,
     reserve,
 )
@@ -106,3 +109,5 @@ async def admit(shared: Shared, ctx: RequestContext, steps: Sequence[AdmissionSt
         pending = step(shared, ctx)
         if pending is not None:
             await pending
+        if ctx.cached is not None:
+            return

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from arbstr.cache.base import CachedAnswer
 from arbstr.config import Settings
 from arbstr.keys.accounts import Reservation
 from arbstr.keys.model import KeyEntry, ProjectRow
@@ -20,6 +21,9 @@ from arbstr.schemas.chat import ChatView, EmbeddingsView
 from arbstr.secrets import Scrubber
 from arbstr.upstream.body import rewrite_body
 from arbstr.upstream.client import Upstream
+
+if TYPE_CHECKING:
+    from arbstr.pipeline.cached import CacheState
 
 __all__ = ["GatewayResponse", "Header", "RequestContext", "RequestMeta", "Shared"]
 
@@ -41,6 +45,7 @@ class RequestMeta:
     project_id: str | None = None  # set by `authenticate`: the project's own upstream keys
     operator: bool = False  # the dashboard's playground, behind an admin session: no key
     receive: Callable[[], Awaitable[Any]] | None = None  # ASGI receive: a queued client leaving
+    cache_control: str | None = None  # the request's Cache-Control ([cache] enabled)
 
 
 @dataclass(slots=True)
@@ -75,6 +80,10 @@ class RequestContext:
     project: ProjectRow | None = None
     reservation: Reservation | None = None
     attempts_from: float = 0.0  # monotonic start of the attempts' deadline (0: the arrival)
+    cache_key: str | None = None  # set when the answer may be read from or written to the cache
+    cache_ttl: float = 0.0
+    cache_status: str | None = None  # Cache-Status: fwd=miss | fwd=request | fwd=bypass
+    cached: CachedAnswer | None = None  # a hit
 
     @classmethod
     def start(cls, body: bytes, meta: RequestMeta, endpoint: str) -> RequestContext:
@@ -96,6 +105,7 @@ class Shared:
         self.health = health
         self.scrubber = Scrubber([*(p.api_key for p in settings.providers), settings.admin_token])
         self.keys: KeyService | None = None  # virtual keys (`[auth] enabled`), set by the app
+        self.cache: CacheState | None = None  # the response cache (`[cache] enabled`), likewise
         self._base_headers: dict[str, list[Header]] = {}
         self.replace(settings)
 

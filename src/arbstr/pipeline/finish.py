@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from arbstr.cache.base import CachedAnswer
 from arbstr.errors import ArbstrError
 from arbstr.pipeline.attempts import AttemptResult
 from arbstr.pipeline.context import GatewayResponse, Header, RequestContext, RequestMeta, Shared
@@ -124,6 +125,11 @@ def json_answer(
     cost = settle_usage(shared, ctx, result.candidate, usage, chat=ctx.endpoint == "chat")
     if cost is not None:
         headers.append((b"x-arbstr-cost-sats", format_sats(cost).encode()))
+    if ctx.cache_status is not None:
+        stored = ctx.cache_key is not None and result.response.status_code == 200
+        if stored:
+            stored = store_answer(shared, ctx, result, cost)
+        headers.append(cache_status(ctx, stored))
     _timing(ctx, headers)
     charge(shared, ctx)
     shared.sink.submit(ctx.record)
@@ -144,6 +150,29 @@ def client_error(
     charge(shared, ctx)
     shared.sink.submit(ctx.record)
     return GatewayResponse(response.status_code, headers, content)
+
+
+def cache_status(ctx: RequestContext, stored: bool = False) -> Header:
+    """RFC 9211 `Cache-Status` for an answer that did not come from the cache."""
+    value = f"arbstr; {ctx.cache_status}" + ("; stored" if stored else "")
+    return (b"cache-status", value.encode())
+
+
+def store_answer(
+    shared: Shared, ctx: RequestContext, result: AttemptResult[bytes], cost: float | None
+) -> bool:
+    from arbstr.pipeline.cached import store
+
+    content_type = result.response.headers.get("content-type", "application/json")
+    entry = CachedAnswer(
+        status=200,
+        content_type=content_type,
+        body=result.extra,
+        cost_sats=cost or 0.0,
+        provider=result.candidate.provider.name,
+        upstream_model=result.candidate.upstream_model,
+    )
+    return store(shared, ctx, entry)
 
 
 def _timing(ctx: RequestContext, headers: list[Header]) -> None:

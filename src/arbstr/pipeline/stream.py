@@ -16,9 +16,18 @@ from dataclasses import dataclass
 import httpx
 import msgspec
 
+from arbstr.cache.base import CachedAnswer
 from arbstr.pipeline.attempts import AttemptResult, run_attempts
+from arbstr.pipeline.cached import store
 from arbstr.pipeline.context import GatewayResponse, RequestContext, Shared
-from arbstr.pipeline.finish import charge, client_error, common_headers, ms, settle_usage
+from arbstr.pipeline.finish import (
+    cache_status,
+    charge,
+    client_error,
+    common_headers,
+    ms,
+    settle_usage,
+)
 from arbstr.routing.cost import expected_cost
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView
@@ -90,6 +99,8 @@ async def answer_stream(shared: Shared, ctx: RequestContext) -> GatewayResponse:
     record.ttft_ms, record.overhead_ms = ms(ttfb), ms(overhead)
     # known once the first byte is in: gateway time before it, excluding the upstream's
     headers.append((b"x-arbstr-overhead-ms", f"{overhead * 1000:.3f}".encode()))
+    if ctx.cache_status is not None:
+        headers.append(cache_status(ctx))  # stored, or not, once the stream has ended
     return GatewayResponse(200, headers, stream=_relay(shared, ctx, result))
 
 
@@ -123,6 +134,10 @@ async def _relay(
     delivered = False  # the outcome is decided: a client leaving during the last write is not news
     events = 0  # events forwarded: a cut stream is charged one output token per event
     normalize = shared.settings.config.server.normalize_reasoning
+    # a stream to cache: its upstream events as they went out, while they fit in an entry
+    kept: list[bytes] | None = [] if ctx.cache_key is not None and shared.cache else None
+    kept_bytes = 0
+    keep_max = shared.cache.max_entry_bytes if shared.cache is not None else 0
     try:
         while True:
             out: list[bytes] = []
@@ -130,12 +145,20 @@ async def _relay(
             for event in splitter.feed(chunk):
                 action = observer.observe(event)
                 if action is EventAction.FORWARD:
-                    out.append(normalize_chunk_event(event.raw) if normalize else event.raw)
+                    raw = normalize_chunk_event(event.raw) if normalize else event.raw
+                    out.append(raw)
                     events += 1
+                    if kept is not None:
+                        kept_bytes += len(raw)
+                        kept = kept if kept_bytes <= keep_max else None
+                        if kept is not None:
+                            kept.append(raw)
                 elif action is EventAction.DONE:
                     # the upstream's own `[DONE]` goes through: SDKs stop reading there, so
                     # they never see the trailer below (raw SSE readers still do)
                     out.append(event.raw)
+                    if kept is not None:
+                        kept.append(event.raw)
                     done = True
                     break
             if observer.garbage or observer.upstream_error or splitter.oversized:
@@ -179,6 +202,11 @@ async def _relay(
         delivered = True
         if status == "completed":
             shared.health.stream_completed(cand.provider.name)
+            if kept is not None:
+                entry = CachedAnswer(status=200, content_type="text/event-stream", events=kept,
+                                     cost_sats=cost or 0.0, provider=cand.provider.name,
+                                     upstream_model=cand.upstream_model)  # fmt: skip
+                store(shared, ctx, entry)
             trailer = {
                 "arbstr": {
                     "cost_sats": round(cost, 6) if cost is not None else None,
