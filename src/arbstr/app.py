@@ -31,6 +31,7 @@ from arbstr.api.stats import get_request, list_requests, stats, timeseries
 from arbstr.api.ui import Sessions, ui_handlers, ui_templates
 from arbstr.cache import open_cache
 from arbstr.config import ConfigError, Settings, load_settings
+from arbstr.export import Exporter
 from arbstr.gateway import Gateway
 from arbstr.keys.admin import KeyAdmin
 from arbstr.keys.crypto import Cipher
@@ -94,6 +95,9 @@ def create_app(
         app.state.request_log = log_store
         app.state.metrics = metrics
         sinks: list[RecordSink] = [recorder] if sink is None else [recorder, sink]
+        exporter = _exporter(settings)
+        if exporter is not None:
+            sinks.append(exporter)
         gateway = Gateway(settings, upstream, MetricsSink(metrics, sinks), health_state)
         gateway.shared.cache = cache = _open_cache(settings)
         metrics.attach(
@@ -101,6 +105,7 @@ def create_app(
             recorder.figures,
             gateway.queue.snapshot if gateway.queue is not None else None,
             cache.figures if cache is not None else None,
+            exporter.figures if exporter is not None else None,
         )
         gateway.ready_checks["request_log"] = log_store.ping
 
@@ -155,6 +160,8 @@ def create_app(
             if cache is not None:
                 await asyncio.gather(*cache.pending, return_exceptions=True)
                 await cache.backend.aclose()
+            if exporter is not None:
+                await asyncio.to_thread(exporter.close)
             await recorder.drain_and_close(settings.config.server.shutdown_grace_s)
             slot.release()
             if keys is not None:
@@ -222,6 +229,18 @@ async def _start_keys(
     await keys.start()
     gateway.shared.keys = keys
     return keys
+
+
+def _exporter(settings: Settings) -> Exporter | None:
+    cfg = settings.config.export
+    if not cfg.otlp_endpoint and not cfg.jsonl_path:
+        return None
+    return Exporter(
+        otlp_endpoint=cfg.otlp_endpoint,
+        jsonl_path=cfg.jsonl_path,
+        queue_size=cfg.queue_size,
+        service_name=cfg.service_name,
+    )
 
 
 def _open_cache(settings: Settings) -> CacheState | None:

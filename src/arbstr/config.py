@@ -171,6 +171,15 @@ class CacheConfig(_Base):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
+class ExportConfig(_Base):
+    """Request events to OpenTelemetry (OTLP/HTTP) and/or a JSONL file (export.py)."""
+
+    otlp_endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (/v1/traces is added)
+    jsonl_path: str | None = None
+    queue_size: int = 4096  # records waiting for export; past it, dropped and counted
+    service_name: str = "arbstr"
+
+
 class LoggingConfig(_Base):
     level: Literal["debug", "info", "warning", "error"] = "info"
     log_requests: bool = True
@@ -188,6 +197,7 @@ class Config(_Base):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    export: ExportConfig = msgspec.field(default_factory=ExportConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
 
@@ -306,6 +316,12 @@ def _validate(
         raise fail("reliability.max_retries", "must be >= 0")
     if rel.circuit_failure_threshold < 1:
         raise fail("reliability.circuit_failure_threshold", "must be >= 1")
+    if config.export.queue_size < 1:
+        raise fail("export.queue_size", "must be >= 1")
+    if config.export.otlp_endpoint and not config.export.otlp_endpoint.startswith(
+        ("http://", "https://")
+    ):
+        raise fail("export.otlp_endpoint", "must be an http(s) URL (OTLP/HTTP)")
     cache = config.cache
     if cache.ttl_s <= 0 or cache.default_max_age_s < 0:
         raise fail("cache.ttl_s", "ttl_s must be > 0 and default_max_age_s >= 0")

@@ -41,9 +41,10 @@ class _Live(Collector):
         recorder: Callable[[], dict[str, float]] | None,
         queues: Callable[[], list[dict[str, Any]]] | None = None,
         cache: Callable[[], dict[str, float]] | None = None,
+        export: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.circuits, self.recorder, self.queues = circuits, recorder, queues
-        self.cache = cache
+        self.cache, self.export = cache, export
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -57,6 +58,10 @@ class _Live(Collector):
         if self.recorder is not None:
             for key, value in self.recorder().items():
                 yield GaugeMetricFamily(f"arbstr_recorder_{key}", f"Recorder: {key}", value=value)
+        if self.export is not None:
+            for key, value in self.export().items():
+                name, text = f"arbstr_export_{key}", f"Export: {key}"
+                yield GaugeMetricFamily(name, text, value=value)
         if self.cache is not None:
             for key, value in self.cache().items():
                 yield GaugeMetricFamily(
@@ -142,9 +147,10 @@ class Metrics:
         recorder: Callable[[], dict[str, float]] | None = None,
         queues: Callable[[], list[dict[str, Any]]] | None = None,
         cache: Callable[[], dict[str, float]] | None = None,
+        export: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         if not self.multiproc:
-            self.registry.register(_Live(circuits, recorder, queues, cache))
+            self.registry.register(_Live(circuits, recorder, queues, cache, export))
             return
         # custom collectors only see their own process: as gauges, every worker's value counts
         self._circuits, self._recorder = circuits, recorder

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
         "sim",
         "keys",
         "cache",
+        "export",
     ),
     ("loadgen",),
     ("pipeline",),
