@@ -114,6 +114,15 @@ wrk.body = [[%s]]
 """
 ADMIN = "bench-admin-token-not-secret-0123"
 KEY: dict[str, str] = {}  # --auth: the virtual key the load sends
+CACHE: dict[str, str] = {}  # --cache: "miss" (every body differs) or "hit" (one body)
+# --cache miss: each request's message carries a counter, so no two bodies are the same
+MISS_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, string.gsub(wrk.body, "COUNTER", tostring(counter)))
+end
+"""
 
 
 def parse_ms(text: str) -> float:
@@ -128,7 +137,10 @@ def wrk(url: str, conc: int, duration: float, stream: bool, cpus: str | None) ->
     body = dict(BODY, stream=stream)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         auth = f'wrk.headers["Authorization"] = "Bearer {KEY["key"]}"' if KEY else ""
-        f.write(LUA % (auth, json.dumps(body)))
+        if CACHE:
+            auth += '\nwrk.headers["Cache-Control"] = "max-age=600"'
+            body["messages"] = [{"role": "user", "content": "bench COUNTER"}]
+        f.write(LUA % (auth, json.dumps(body)) + (MISS_LUA if CACHE.get("mode") == "miss" else ""))
         script = f.name
     cmd = [
         "wrk",
@@ -207,9 +219,9 @@ def measure(
     return result
 
 
-def config(upstream: str, db: str, transport: str, auth: bool = False) -> str:
+def config(upstream: str, db: str, transport: str, auth: bool = False, extra: str = "") -> str:
     keys = f'[auth]\nenabled = true\nadmin_token = "{ADMIN}"\n' if auth else ""
-    return f"""{keys}
+    return f"""{keys}{extra}
 [server]
 upstream_transport = "{transport}"
 [database]
@@ -291,6 +303,15 @@ def main() -> None:
         "(`bare`: a key and project without limits)",
     )
     ap.add_argument(
+        "--cache",
+        choices=["miss", "hit"],
+        help="response cache on (memory): every request a miss (distinct bodies) or a hit",
+    )
+    ap.add_argument(
+        "--sim-latency-ms", type=float, default=0.0, help="the simulated provider's latency"
+    )
+    ap.add_argument("--otlp", help="export spans to this OTLP/HTTP endpoint (a dead one too)")
+    ap.add_argument(
         "--soak", type=float, default=0.0, help="seconds of full load to watch RSS growth"
     )
     args = ap.parse_args()
@@ -315,6 +336,8 @@ def main() -> None:
                         str(sim_port),
                         "--profile",
                         "healthy",
+                        "--latency-ms",
+                        str(args.sim_latency_ms),
                     ],
                     args.client_cpus,
                 )
@@ -322,7 +345,15 @@ def main() -> None:
             wait_port(sim_port)
             upstream = f"http://127.0.0.1:{sim_port}/v1"
         cfg = tmp / "arbstr.toml"
-        cfg.write_text(config(upstream, str(tmp / "bench.db"), args.transport, bool(args.auth)))
+        extra = ""
+        if args.cache:
+            CACHE["mode"] = args.cache
+            extra += "[cache]\nenabled = true\nmax_entries = 100000\n"
+        if args.otlp:
+            extra += f'[export]\notlp_endpoint = "{args.otlp}"\n'
+        cfg.write_text(
+            config(upstream, str(tmp / "bench.db"), args.transport, bool(args.auth), extra)
+        )
         cfg.chmod(0o600)
         gw_port = free_port()
         gw = spawn(
@@ -396,6 +427,8 @@ def main() -> None:
         time.sleep(1.0)  # the recorder lingers 20 ms per batch; let it drain
         summary = {
             "auth": args.auth or "off",
+            "cache": args.cache or "off",
+            "otlp": args.otlp or "off",
             "server": args.server,
             "transport": args.transport,
             "workers": args.workers,

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,8 +50,12 @@ class Exporter:
             self._file = open(jsonl_path, "ab", buffering=64 << 10)  # noqa: SIM115 (kept open)
         self._tracer: Any = None
         self._provider: Any = None
+        self._guard: _Guard | None = None
         if otlp_endpoint:
-            self._tracer, self._provider = _tracer(otlp_endpoint, service_name, otlp_timeout_s)
+            self._guard = _Guard()
+            self._tracer, self._provider = _tracer(
+                otlp_endpoint, service_name, otlp_timeout_s, self._guard
+            )
         self._thread = threading.Thread(target=self._run, name="arbstr-export", daemon=True)
         self._thread.start()
 
@@ -80,6 +85,9 @@ class Exporter:
         if self._file is not None:
             self._file.write(_encoder.encode(record) + b"\n")
         if self._tracer is not None:
+            if self._guard is not None and self._guard.down():
+                self.dropped += 1  # the collector is failing: no spans are built for it
+                return
             _spans(self._tracer, record)
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -94,17 +102,51 @@ class Exporter:
             self._provider.shutdown()
 
 
-def _tracer(endpoint: str, service_name: str, timeout_s: float) -> tuple[Any, Any]:
+class _Guard:
+    """A collector that fails is left alone for a while (5 s, doubling to 60 s): building spans
+    nobody can receive would cost every request CPU for nothing."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.backoff = 5.0
+        self.failures = 0
+
+    def down(self) -> bool:
+        return time.monotonic() < self.until
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.until = time.monotonic() + self.backoff
+        if self.failures == 1:
+            log.warning("export: the OTLP collector fails; spans are dropped while it does")
+        self.backoff = min(60.0, self.backoff * 2)
+
+    def worked(self) -> None:
+        if self.failures:
+            log.warning("export: the OTLP collector answers again")
+        self.failures, self.backoff = 0, 5.0
+
+
+def _tracer(endpoint: str, service_name: str, timeout_s: float, guard: _Guard) -> tuple[Any, Any]:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+
+    class Guarded(OTLPSpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            result = super().export(spans)
+            if result is SpanExportResult.SUCCESS:
+                guard.worked()
+            else:
+                guard.failed()
+            return result
 
     url = endpoint.rstrip("/")
     if not url.endswith("/v1/traces"):
         url += "/v1/traces"
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    exporter = OTLPSpanExporter(endpoint=url, timeout=timeout_s)
+    exporter = Guarded(endpoint=url, timeout=timeout_s)
     provider.add_span_processor(
         BatchSpanProcessor(exporter, max_queue_size=4096, schedule_delay_millis=500)
     )

@@ -61,3 +61,12 @@ def test_an_invalid_result_is_refused_and_the_file_is_untouched(tmp_path: Path) 
     assert path.read_text() == good and path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in settings.providers] == ["a", "b"]
     assert not list(tmp_path.glob(".arbstr.toml.*"))  # no temp file left
+
+
+def test_a_chain_naming_a_removed_provider_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "arbstr.toml"
+    path.write_text(TEXT)
+    text = TEXT.replace('[[providers]]\nname = "b"\nurl = "http://127.0.0.1:9002/v1"\n', "")
+    with pytest.raises(ConfigError, match=r"chains\[0\].entries\[0\].provider: unknown provider 'b'"):
+        write_checked(path, text, env={})
+    assert path.read_text() == TEXT
