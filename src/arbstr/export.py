@@ -39,7 +39,7 @@ class Exporter:
         jsonl_path: str | None,
         queue_size: int = 4096,
         service_name: str = "arbstr",
-        otlp_timeout_s: float = 2.0,
+        otlp_timeout_s: float = 1.0,
     ) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self.dropped = 0
@@ -70,16 +70,22 @@ class Exporter:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            try:
-                self._export(item)
-                self.exported += 1
-            except Exception:  # one bad record costs its export, never the thread
-                log.exception("export of request %s failed", getattr(item, "id", "?"))
-            if self._file is not None and self._queue.empty():
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1024:
+                    batch.append(self._queue.get_nowait())
+            for item in batch:
+                if item is _STOP:
+                    if self._file is not None:
+                        self._file.flush()
+                    return
+                try:
+                    self._export(item)
+                except Exception:  # one bad record costs its export, never the thread
+                    log.exception("export of request %s failed", getattr(item, "id", "?"))
+            if self._file is not None:
                 self._file.flush()
+            time.sleep(0.05)  # a batch at a time: a few wake-ups a second, not one per request
 
     def _export(self, record: RequestRecord) -> None:
         if self._file is not None:
@@ -89,6 +95,7 @@ class Exporter:
                 self.dropped += 1  # the collector is failing: no spans are built for it
                 return
             _spans(self._tracer, record)
+        self.exported += 1
 
     def close(self, timeout_s: float = 5.0) -> None:
         with contextlib.suppress(queue.Full):
@@ -103,12 +110,12 @@ class Exporter:
 
 
 class _Guard:
-    """A collector that fails is left alone for a while (5 s, doubling to 60 s): building spans
+    """A collector that fails is left alone for a while (15 s, doubling to 2 min): building spans
     nobody can receive would cost every request CPU for nothing."""
 
     def __init__(self) -> None:
         self.until = 0.0
-        self.backoff = 5.0
+        self.backoff = 15.0
         self.failures = 0
 
     def down(self) -> bool:
@@ -119,12 +126,12 @@ class _Guard:
         self.until = time.monotonic() + self.backoff
         if self.failures == 1:
             log.warning("export: the OTLP collector fails; spans are dropped while it does")
-        self.backoff = min(60.0, self.backoff * 2)
+        self.backoff = min(120.0, self.backoff * 2)
 
     def worked(self) -> None:
         if self.failures:
             log.warning("export: the OTLP collector answers again")
-        self.failures, self.backoff = 0, 5.0
+        self.failures, self.backoff = 0, 15.0
 
 
 def _tracer(endpoint: str, service_name: str, timeout_s: float, guard: _Guard) -> tuple[Any, Any]:
@@ -145,10 +152,14 @@ def _tracer(endpoint: str, service_name: str, timeout_s: float, guard: _Guard) -
     url = endpoint.rstrip("/")
     if not url.endswith("/v1/traces"):
         url += "/v1/traces"
+    # its retries are logged per batch; the guard says it once
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").setLevel(
+        logging.ERROR
+    )
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     exporter = Guarded(endpoint=url, timeout=timeout_s)
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, max_queue_size=4096, schedule_delay_millis=500)
+        BatchSpanProcessor(exporter, max_queue_size=4096, schedule_delay_millis=250)
     )
     return provider.get_tracer("arbstr"), provider
 

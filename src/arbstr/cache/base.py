@@ -13,7 +13,7 @@ from arbstr.errors import BadRequest
 __all__ = ["CacheControl", "CachedAnswer", "ResponseCache", "cache_key", "parse_cache_control"]
 
 
-class CachedAnswer(msgspec.Struct, kw_only=True, array_like=True):
+class CachedAnswer(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     """One answer as it was sent: a JSON body, or a stream's upstream events in order."""
 
     status: int

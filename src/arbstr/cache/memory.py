@@ -28,6 +28,10 @@ class MemoryCache:
         return entry
 
     async def put(self, key: str, entry: CachedAnswer) -> None:
+        self.put_now(key, entry)
+
+    def put_now(self, key: str, entry: CachedAnswer) -> None:
+        """`put` without a task: nothing here waits."""
         if entry.size > self.max_bytes:
             return
         if key in self._entries:

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from arbstr.cache import CachedAnswer, ResponseCache, cache_key, parse_cache_control
+from arbstr.cache import (
+    CachedAnswer,
+    MemoryCache,
+    ResponseCache,
+    cache_key,
+    parse_cache_control,
+)
 from arbstr.pipeline.context import GatewayResponse, RequestContext, Shared
 from arbstr.pipeline.finish import common_headers, ms
 
@@ -112,10 +118,14 @@ def store(shared: Shared, ctx: RequestContext, entry: CachedAnswer) -> bool:
     state = shared.cache
     if state is None or ctx.cache_key is None or entry.size > state.max_entry_bytes:
         return False
+    entry.stored_at, entry.ttl_s = time.time(), ctx.cache_ttl
+    if isinstance(state.backend, MemoryCache):  # in process: no task, no wait
+        state.backend.put_now(ctx.cache_key, entry)
+        state.counts["stored"] += 1
+        return True
     if len(state.pending) >= _MAX_PENDING:
         state.counts["dropped"] += 1
         return False
-    entry.stored_at, entry.ttl_s = time.time(), ctx.cache_ttl
     task = asyncio.get_running_loop().create_task(_put(state, ctx.cache_key, entry))
     state.pending.add(task)
     task.add_done_callback(state.pending.discard)
