@@ -67,6 +67,8 @@ def test_a_chain_naming_a_removed_provider_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "arbstr.toml"
     path.write_text(TEXT)
     text = TEXT.replace('[[providers]]\nname = "b"\nurl = "http://127.0.0.1:9002/v1"\n', "")
-    with pytest.raises(ConfigError, match=r"chains\[0\].entries\[0\].provider: unknown provider 'b'"):
+    with pytest.raises(
+        ConfigError, match=r"chains\[0\].entries\[0\].provider: unknown provider 'b'"
+    ):
         write_checked(path, text, env={})
     assert path.read_text() == TEXT
