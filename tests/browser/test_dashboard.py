@@ -57,7 +57,14 @@ class Watched:
             lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None,
         )
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url}"))
+        page.on(  # a request the browser itself cancelled (it navigated on) is not a failure
+            "requestfailed",
+            lambda r: (
+                self.errors.append(f"failed: {r.url} ({r.failure})")
+                if r.failure != "net::ERR_ABORTED"
+                else None
+            ),
+        )
         page.on(
             "response",
             lambda r: (

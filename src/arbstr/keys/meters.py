@@ -33,6 +33,7 @@ class Meter:
     """One counter: (scope, window) with a limit. `integral` meters count whole requests."""
 
     __slots__ = (
+        "debt",
         "ends",
         "integral",
         "last_slice",
@@ -66,6 +67,7 @@ class Meter:
         self.integral = integral
         self.lock: asyncio.Lock | None = None  # leased mode: one lease in flight per meter
         self.refused = (0.0, math.inf)  # (when, amount) of the last lease the store refused
+        self.debt = 0.0  # taken while the store did not answer (charged when it answers)
 
     def remaining(self, leased: bool) -> float:
         if leased:
@@ -132,12 +134,33 @@ class Meters:
             need = amount - max(0.0, m.left)
             slice_ = m.slice_for(need)
             for ask in (need + slice_, need) if slice_ > 0 else (need,):
-                got = await self._lease(m, ask)
+                try:
+                    got = await self._lease(m, ask)
+                except (TimeoutError, OSError, ConnectionError):
+                    if self._on_credit(m, amount):
+                        return True
+                    raise
                 if got:
                     m.left += ask - amount
                     m.last_slice = ask - need
                     return True
             return False
+
+    def _on_credit(self, m: Meter, amount: float) -> bool:
+        """The store does not answer (an outage): take `amount` on credit while this process's
+        credit on the meter stays within one slice (an eighth of what remained when it was last
+        known), so an outage neither stops a key nor lets it run past its limit by more than a
+        slice per replica. What was taken shows as a negative `left`; `flush` charges it."""
+        allowance = max(m.slice_for(0.0), 1.0 if m.integral else 0.0)
+        if m.debt + amount > allowance:
+            return False
+        if not m.debt:
+            log.warning(
+                "usage store unreachable: %s runs on credit (at most %g)", m.scope, allowance
+            )
+        m.debt += amount
+        m.left -= amount
+        return True
 
     def give(self, m: Meter, amount: float) -> None:
         """Return part of a reservation (positive) or charge more than reserved (negative)."""
@@ -155,7 +178,7 @@ class Meters:
             m.used = max(m.used, m.limit - amount + (1 if m.integral else 1e-9))
             m.refused = (time.monotonic(), amount)
             return False
-        m.used = total
+        m.used, m.debt = total, 0.0
         return True
 
     def _seed(self, m: Meter) -> float:
@@ -188,12 +211,16 @@ class Meters:
             self._task = asyncio.create_task(self._upkeep(every_s))
 
     async def _upkeep(self, every_s: float) -> None:
+        failing = False
         while True:
             await asyncio.sleep(every_s)
             try:
                 await self.flush(idle_s=IDLE_RETURN_S)
+                failing = False
             except Exception as exc:
-                log.warning("usage upkeep failed: %s", type(exc).__name__)
+                if not failing:  # once an outage, not four times a second
+                    log.warning("usage upkeep failed: %s", type(exc).__name__)
+                failing = True
 
     def prune(self, wall: float | None = None) -> int:
         """Drop the meters whose window ended more than a minute ago (the minute windows of
@@ -214,9 +241,11 @@ class Meters:
             if m.leasing:
                 continue
             if m.left < 0 or (m.left > 0 and now - m.touched >= idle_s):
-                amount, m.left = -m.left, 0.0
+                amount = -m.left
                 self.statements += 1
                 m.used = await self.store.charge(m.scope, m.window, amount, self._seed(m))
+                m.left -= -amount  # only once the store took it: a failed charge is kept
+                m.debt = 0.0
 
     async def aclose(self) -> None:
         if self._task is not None:
