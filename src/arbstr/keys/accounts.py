@@ -227,7 +227,7 @@ class ReservationPending:
             if ok is None:
                 try:
                     ok = await meters.take(m, amount)
-                except (TimeoutError, OSError, ConnectionError) as exc:
+                except Exception as exc:  # asyncpg's errors are not OSErrors: all of them
                     accounts.undo(self.taken)
                     raise ArbstrError(
                         f"the usage store did not answer ({type(exc).__name__})",

@@ -136,7 +136,7 @@ class Meters:
             for ask in (need + slice_, need) if slice_ > 0 else (need,):
                 try:
                     got = await self._lease(m, ask)
-                except (TimeoutError, OSError, ConnectionError):
+                except Exception:  # the store's trouble (asyncpg's own errors included)
                     if self._on_credit(m, amount):
                         return True
                     raise
