@@ -206,29 +206,13 @@ class LocalCluster:
             self.wait_ready(node)
 
     def wait_ready(self, node: Replica, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if node.proc is None or node.proc.poll() is not None:
-                raise ClusterError(f"replica {node.name} exited while starting")
-            try:
-                if httpx.get(node.url + "/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise ClusterError(f"replica {node.name} was not ready within {timeout_s:g} s")
+        if node.proc is None:
+            raise ClusterError(f"replica {node.name} is not running")
+        _wait_ready(node.url, node.proc, f"replica {node.name}", timeout_s)
 
     def stop_replica(self, node: Replica, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         """Signal a replica and wait for it to exit; its exit status."""
-        if node.proc is None:
-            return 0
-        if node.proc.poll() is None:
-            node.proc.send_signal(sig)
-        try:
-            return node.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            return node.proc.wait()
+        return _stop(node.proc, sig, timeout_s) if node.proc is not None else 0
 
     def start_balancer(self) -> None:
         path = self.workdir / "haproxy.cfg"
@@ -241,17 +225,7 @@ class LocalCluster:
             stdout=self.output,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.balancer.poll() is not None:
-                raise ClusterError(f"haproxy exited (status {self.balancer.returncode})")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise ClusterError("haproxy did not answer on " + self.front)
+        _wait_ready(self.url, self.balancer, f"haproxy on {self.front}", 15.0)
 
     def stop(self) -> list[int]:
         """SIGTERM every replica (they drain), then the balancer; the replicas' exit statuses."""
@@ -259,13 +233,8 @@ class LocalCluster:
             if node.running and node.proc is not None:
                 node.proc.send_signal(signal.SIGTERM)
         codes = [self.stop_replica(node) for node in self.nodes]
-        if self.balancer is not None and self.balancer.poll() is None:
-            self.balancer.terminate()
-            try:
-                self.balancer.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.balancer.kill()
-                self.balancer.wait()
+        if self.balancer is not None:
+            _stop(self.balancer, signal.SIGTERM, 10)
         return codes
 
     def __enter__(self) -> LocalCluster:
@@ -285,6 +254,27 @@ class LocalCluster:
         self.stop()
 
 
-def pg_url_with_schema(url: str, schema: str) -> str:
-    """`url` with `?schema=` set (arbstr's own parameter: one database, many clusters)."""
-    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
+    """Until `url/health/ready` answers 200; `ClusterError` if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"{what} exited (status {proc.returncode})")
+        try:
+            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise ClusterError(f"{what} was not ready within {timeout_s:g} s")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, timeout_s: float) -> int:
+    """Signal `proc` (if it still runs) and wait for it, killing it past `timeout_s`."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

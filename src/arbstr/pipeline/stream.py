@@ -150,8 +150,9 @@ async def _relay(
                     events += 1
                     if kept is not None:
                         kept_bytes += len(raw)
-                        kept = kept if kept_bytes <= keep_max else None
-                        if kept is not None:
+                        if kept_bytes > keep_max:
+                            kept = None  # too large to cache: stop keeping
+                        else:
                             kept.append(raw)
                 elif action is EventAction.DONE:
                     # the upstream's own `[DONE]` goes through: SDKs stop reading there, so
