@@ -40,6 +40,7 @@ class ProviderConfig(_Base):
     timeout_s: float | None = None
     rate_limits: RateLimits | None = None
     max_response_bytes: int | None = None  # default: [limits] max_response_bytes
+    verify: bool = True  # check the upstream's TLS certificate (false: `check` warns)
 
 
 class Provider(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +62,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     quirks: tuple[str, ...] = ()  # upstream/quirks.py, from the preset
     headers: tuple[tuple[str, str], ...] = ()  # the preset's, then the config's
     dialect: str | None = None  # the rate-limit header family it sends (None: any)
+    verify: bool = True  # TLS certificate checked
 
     def serves(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -137,6 +139,11 @@ def build_providers(
             resolved = ResolvedKey(None, "unresolved", f"{where}.api_key: {e}")
         if resolved.warning:
             warnings.append(resolved.warning)
+        if not pc.verify and base_url.startswith("https:"):
+            warnings.append(
+                f"{where}.verify = false: the TLS certificate of {pc.name} is not checked; "
+                "anyone on the path can read its API key and its answers"
+            )
         providers.append(
             Provider(
                 name=pc.name,
@@ -157,6 +164,7 @@ def build_providers(
                 api_key=resolved.key,
                 key_source=resolved.source,
                 max_response_bytes=pc.max_response_bytes or default_max_response_bytes,
+                verify=pc.verify,
             )
         )
     return providers, warnings

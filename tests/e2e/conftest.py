@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ class Stack:
     sink: MemorySink
     names: list[str]
     app: Any = None
+    gateway: GatewayThread | None = None
 
     def sim(self, name: str) -> Any:
         return self.sims.servers[self.names.index(name)]
@@ -98,6 +100,15 @@ class GatewayThread:
             time.sleep(0.01)
         sock = self.server.servers[0].sockets[0]
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def tasks(self) -> int:
+        """How many tasks the gateway's event loop holds right now."""
+        loop = self.server.servers[0]._loop  # the loop serving the listening socket
+
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+
+        return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -160,7 +171,8 @@ def stack() -> Iterator[StackFactory]:
         gateway = GatewayThread(app, settings.config.limits)
         started.append((cm, gateway))
         url = gateway.start()
-        return Stack(url=url, sims=sims, sink=sink, names=[s.name for s in specs], app=app)
+        names = [s.name for s in specs]
+        return Stack(url=url, sims=sims, sink=sink, names=names, app=app, gateway=gateway)
 
     yield make
     for cm, gateway in reversed(started):

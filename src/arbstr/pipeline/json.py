@@ -30,6 +30,7 @@ async def answer_json(shared: Shared, ctx: RequestContext) -> GatewayResponse:
             shared.body_for(ctx, cand),
             shared.headers(cand, ctx.meta),
             timeout_s,
+            cand.provider.verify,
         )
         content = await Upstream.read(response, cand.provider.max_response_bytes)
         if chat and response.status_code == 200 and not content.startswith(b"{"):

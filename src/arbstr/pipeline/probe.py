@@ -101,6 +101,7 @@ async def probe_candidates(shared: Shared, model: str, prompt: str) -> Candidate
                 payload,
                 shared.headers(cand, RequestMeta(request_id, started)),
                 shared.request_timeout_s,
+                cand.provider.verify,
             )
             content = await Upstream.read(response, cand.provider.max_response_bytes)
             result.status = response.status_code

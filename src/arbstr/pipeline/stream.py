@@ -70,6 +70,7 @@ async def answer_stream(shared: Shared, ctx: RequestContext) -> GatewayResponse:
             shared.body_for(ctx, cand),
             shared.headers(cand, ctx.meta),
             timeout_s,
+            cand.provider.verify,
         )
         if response.status_code != 200:
             limit = cand.provider.max_response_bytes

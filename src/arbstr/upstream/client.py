@@ -13,6 +13,7 @@ __all__ = [
     "ErrorKind",
     "ResponseTooLarge",
     "TransportName",
+    "UnaskedEncoding",
     "Upstream",
     "body_headers",
     "error_kind",
@@ -60,9 +61,15 @@ class Upstream:
         return url
 
     async def post(
-        self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], timeout_s: float
+        self,
+        url: str,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        timeout_s: float,
+        verify: bool = True,
     ) -> httpx.Response:
-        """Send a POST and return once the status and headers are in; the body is unread."""
+        """Send a POST and return once the status and headers are in; the body is unread.
+        `verify=False` (a provider's `verify = false`): its TLS certificate is not checked."""
         parsed = self.url(url)
         # `stream=` skips httpx's header preparation (a fifth of building a request); so we set
         # Host and Content-Length ourselves, and `read()` makes the body plain bytes again
@@ -80,11 +87,19 @@ class Upstream:
                     "connect": min(self.connect_timeout_s, timeout_s),
                     "read": timeout_s,
                     "pool": timeout_s,
-                }
+                },
+                **(_INSECURE if not verify else {}),
             },
         )
         request.read()
-        return await self.transport.handle_async_request(request)
+        response = await self.transport.handle_async_request(request)
+        for name, value in response.headers.raw:
+            if name.lower() == b"content-encoding" and value.lower() != b"identity":
+                # we ask for identity: a compressed answer cannot be read for usage (its cost
+                # would be unknown), nor have error events added to it; the attempt fails
+                await response.aclose()
+                raise UnaskedEncoding(f"upstream answered in {value[:32]!r}; identity was asked")
+        return response
 
     @staticmethod
     async def read(response: httpx.Response, limit: int = 32 << 20) -> bytes:
@@ -109,6 +124,13 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+_INSECURE = {"verify": False}  # read by Http1Transport (the aiohttp transport ignores it)
+
+
+class UnaskedEncoding(httpx.RemoteProtocolError):
+    """A `content-encoding` other than the identity we ask for: the attempt fails."""
 
 
 class ResponseTooLarge(httpx.RemoteProtocolError):
@@ -147,16 +169,12 @@ async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
 
 
 def body_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    """The headers that describe the body we pass on: its type and, should an upstream ignore
-    our `accept-encoding: identity`, its encoding (the bytes are forwarded as they came)."""
-    out: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+    """The header that describes the body we pass on: its type (it is always identity-encoded:
+    `post` refuses any other encoding)."""
     for key, value in response.headers.raw:
-        low = key.lower()
-        if low == b"content-type":
-            out[0] = (low, value)
-        elif low == b"content-encoding":
-            out.append((low, value))
-    return out
+        if key.lower() == b"content-type":
+            return [(b"content-type", value)]
+    return [(b"content-type", b"application/json")]
 
 
 def rate_limit_headers(response: httpx.Response) -> dict[str, str] | None:

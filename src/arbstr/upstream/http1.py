@@ -23,6 +23,7 @@ __all__ = ["HeadersTooLarge", "Http1Transport"]
 
 _ONE_WRITE = 1 << 16  # bodies below this go out in the same write as the head
 _Origin = tuple[bytes, bytes, int]
+_UNVERIFIED = b"https+unverified"  # the scheme of an origin whose certificate is not checked
 
 
 class _Body(httpx.AsyncByteStream):
@@ -75,6 +76,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self.limits = (max_headers, max_head_bytes)
         self.keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
+        self._unverified: ssl.SSLContext | None = None
         self._idle: dict[_Origin, list[_Conn]] = {}
         self.open_connections = 0
         self._freed: asyncio.Event | None = None
@@ -86,6 +88,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.raw_scheme
         port = url.port or (443 if scheme == b"https" else 80)
+        if scheme == b"https" and request.extensions.get("verify") is False:
+            scheme = _UNVERIFIED  # its own pool: never shares a connection with a checked one
         origin: _Origin = (scheme, url.raw_host, port)
         timeouts = request.extensions.get("timeout") or {}
         connect_s, read_s = timeouts.get("connect"), timeouts.get("read")
@@ -169,7 +173,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self.open_connections += 1
         scheme, host, port = origin
         name = host.decode("ascii")
-        tls = self._ssl_context() if scheme == b"https" else None
+        tls = None
+        if scheme == b"https":
+            tls = self._ssl_context()
+        elif scheme == _UNVERIFIED:
+            tls = self._unverified = self._unverified or _unverified_context()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_s):
@@ -224,6 +232,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
             for conn in conns:
                 self._drop(conn)
         self._idle.clear()
+
+
+def _unverified_context() -> ssl.SSLContext:
+    """TLS without a certificate check, for a provider that sets `verify = false`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _head(request: httpx.Request, body: bytes) -> bytes:
