@@ -52,6 +52,7 @@ from arbstr.stores.urls import sqlite_path
 from arbstr.telemetry import Metrics, MetricsSink
 from arbstr.upstream.client import Upstream
 from arbstr.views import Views
+from arbstr.watchdog import LoopWatch
 
 __all__ = ["create_app", "spill_path", "tune_gc"]
 
@@ -100,12 +101,17 @@ def create_app(
             sinks.append(exporter)
         gateway = Gateway(settings, upstream, MetricsSink(metrics, sinks), health_state)
         gateway.shared.cache = cache = _open_cache(settings)
+        block_s = server.loop_block_warn_s
+        watch = LoopWatch(block_s) if block_s > 0 else None
+        if watch is not None:
+            watch.start()
         metrics.attach(
             lambda: health_state.circuit_states(names),
             recorder.figures,
             gateway.queue.snapshot if gateway.queue is not None else None,
             cache.figures if cache is not None else None,
             exporter.figures if exporter is not None else None,
+            watch.figures if watch is not None else None,
         )
         gateway.ready_checks["request_log"] = log_store.ping
 
@@ -171,6 +177,8 @@ def create_app(
             if refresher is not None:
                 refresher.cancel()
             metrics.close()
+            if watch is not None:
+                await watch.aclose()
 
     app = ArbstrApp(
         route_handlers=[

@@ -58,6 +58,7 @@ class ServerConfig(_Base):
     shutdown_grace_s: float = 10.0
     drain_delay_s: float = 0.0  # SIGTERM: /health/ready 503 this long before the listener closes
     ready_timeout_s: float = 2.0  # a store slower than this to answer a readiness check: not ready
+    loop_block_warn_s: float = 1.0  # the event loop held this long: logged with its stack (0 off)
     normalize_reasoning: bool = False  # empty `content`: the answer's reasoning_content instead
     gc_gen0_threshold: int = 10_000  # 0 = CPython's default collector settings (ADR 0007)
     upstream_transport: Literal["http1", "aiohttp"] = "http1"  # ADR 0009
@@ -302,6 +303,8 @@ def _validate(
         raise fail("server.max_body_bytes", "must be > 0")
     if server.workers < 1:
         raise fail("server.workers", "must be >= 1")
+    if server.loop_block_warn_s < 0:
+        raise fail("server.loop_block_warn_s", "must be >= 0 (0 turns the watchdog off)")
     for name in LimitsConfig.__struct_fields__:
         value = getattr(config.limits, name)
         if value < 0 or (value == 0 and name != "max_connections"):

@@ -42,9 +42,10 @@ class _Live(Collector):
         queues: Callable[[], list[dict[str, Any]]] | None = None,
         cache: Callable[[], dict[str, float]] | None = None,
         export: Callable[[], dict[str, float]] | None = None,
+        loop: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.circuits, self.recorder, self.queues = circuits, recorder, queues
-        self.cache, self.export = cache, export
+        self.cache, self.export, self.loop = cache, export, loop
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -58,6 +59,9 @@ class _Live(Collector):
         if self.recorder is not None:
             for key, value in self.recorder().items():
                 yield GaugeMetricFamily(f"arbstr_recorder_{key}", f"Recorder: {key}", value=value)
+        if self.loop is not None:  # watchdog.py: blocked-loop count, longest hold, tasks
+            for key, value in self.loop().items():
+                yield GaugeMetricFamily(f"arbstr_loop_{key}", f"Event loop: {key}", value=value)
         if self.export is not None:
             for key, value in self.export().items():
                 name, text = f"arbstr_export_{key}", f"Export: {key}"
@@ -148,9 +152,10 @@ class Metrics:
         queues: Callable[[], list[dict[str, Any]]] | None = None,
         cache: Callable[[], dict[str, float]] | None = None,
         export: Callable[[], dict[str, float]] | None = None,
+        loop: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         if not self.multiproc:
-            self.registry.register(_Live(circuits, recorder, queues, cache, export))
+            self.registry.register(_Live(circuits, recorder, queues, cache, export, loop))
             return
         # custom collectors only see their own process: as gauges, every worker's value counts
         self._circuits, self._recorder = circuits, recorder

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "recording",
         "keys.model",
         "lifecycle",
+        "watchdog",
     ),
     (
         "routing",
