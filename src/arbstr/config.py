@@ -93,6 +93,7 @@ class LimitsConfig(_Base):
     body_timeout_s: float = 30.0  # the whole request body must arrive within this -> 408
     keepalive_timeout_s: float = 5.0  # an idle kept-alive client connection is closed after this
     max_connections: int = 0  # concurrent client connections; 0 = from the descriptor limit
+    max_streams_per_client: int = 256  # open streams per virtual key (else address); 0 = none
 
 
 class StateConfig(_Base):
@@ -307,7 +308,7 @@ def _validate(
         raise fail("server.loop_block_warn_s", "must be >= 0 (0 turns the watchdog off)")
     for name in LimitsConfig.__struct_fields__:
         value = getattr(config.limits, name)
-        if value < 0 or (value == 0 and name != "max_connections"):
+        if value < 0 or (value == 0 and name not in ("max_connections", "max_streams_per_client")):
             raise fail(f"limits.{name}", "must be > 0")
     rel = config.reliability
     for key in ("max_stream_s", "stream_idle_timeout_s"):

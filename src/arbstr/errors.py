@@ -24,6 +24,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "RequestTimeout",
+    "TooManyStreams",
     "UpstreamTimeout",
     "error_body",
 ]
@@ -169,6 +170,14 @@ class BudgetExceeded(ArbstrError):
     status = 402
     type = "insufficient_quota"
     code = "budget_exceeded"
+
+
+class TooManyStreams(ArbstrError):
+    """429: the client has `[limits] max_streams_per_client` streams open already."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_streams"
 
 
 class RateLimited(ArbstrError):

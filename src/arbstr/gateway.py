@@ -22,6 +22,7 @@ from arbstr.pipeline.context import GatewayResponse, RequestContext, RequestMeta
 from arbstr.pipeline.finish import record_rejected, refused
 from arbstr.pipeline.json import answer_json
 from arbstr.pipeline.queue import WaitQueues
+from arbstr.pipeline.slots import release_stream_slot
 from arbstr.pipeline.stream import answer_stream
 from arbstr.recording.record import AttemptRow, RecordSink
 from arbstr.reliability.health import ProviderHealth
@@ -59,9 +60,16 @@ class Gateway:
             await admit(self.shared, ctx, CHAT_STEPS)
             if ctx.cached is not None:
                 return answer_cached(self.shared, ctx)
-            return await self._answer(ctx, answer_stream if ctx.streaming else answer_json)
+            response = await self._answer(ctx, answer_stream if ctx.streaming else answer_json)
         except ArbstrError as exc:
+            release_stream_slot(self.shared, ctx)
             return refused(self.shared, ctx, exc)
+        except BaseException:
+            release_stream_slot(self.shared, ctx)
+            raise
+        if response.stream is None:  # an error answer: the relay that gives it back never runs
+            release_stream_slot(self.shared, ctx)
+        return response
 
     async def embeddings(self, body: bytes, meta: RequestMeta) -> GatewayResponse:
         """Answer one embeddings request, priced on input tokens only; never raises."""

@@ -18,6 +18,7 @@ from arbstr.errors import BadRequest, InvalidJson
 from arbstr.pipeline.auth import authenticate, check_model, reserve
 from arbstr.pipeline.cached import lookup
 from arbstr.pipeline.context import RequestContext, Shared
+from arbstr.pipeline.slots import hold_stream_slot
 from arbstr.schemas.chat import ChatView, EmbeddingsView, input_chars, last_user_text, prompt_chars
 
 __all__ = ["CHAT_STEPS", "EMBEDDINGS_STEPS", "AdmissionStep", "admit", "decode"]
@@ -45,8 +46,28 @@ def decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise InvalidJson("request body nests JSON too deeply") from None
 
 
+_CHAT_KEYS = (b'"model"', b'"stream"')
+_EMBED_KEYS = (b'"model"',)
+
+
+def refuse_duplicates(body: bytes, names: tuple[bytes, ...]) -> None:
+    """A routing key twice at the top level is a 400: we read the last one, an upstream may read
+    the first (a parser differential: routed and billed as one model, served as another). Fast
+    path: each name occurs at most once anywhere; else the top-level values are found (not
+    parsed) and the occurrences inside them are not the top level's."""
+    counts = [body.count(name) for name in names]
+    if max(counts) < 2:
+        return
+    top = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    for name, count in zip(names, counts, strict=True):
+        if count > 1 and count - sum(bytes(v).count(name) for v in top.values()) > 1:
+            key = name.strip(b'"').decode()
+            raise BadRequest(f"duplicate key '{key}' in the request body", param=key)
+
+
 def decode_chat(shared: Shared, ctx: RequestContext) -> None:
     view: ChatView = decode(_chat_view, ctx.body)
+    refuse_duplicates(ctx.body, _CHAT_KEYS)
     if view.model is None:
         raise BadRequest("missing required field 'model'", param="model")
     if view.messages is None:
@@ -57,6 +78,7 @@ def decode_chat(shared: Shared, ctx: RequestContext) -> None:
 
 def decode_embeddings(shared: Shared, ctx: RequestContext) -> None:
     view: EmbeddingsView = decode(_embed_view, ctx.body)
+    refuse_duplicates(ctx.body, _EMBED_KEYS)
     if view.model is None:
         raise BadRequest("missing required field 'model'", param="model")
     if view.input is None:
@@ -92,6 +114,7 @@ CHAT_STEPS: tuple[AdmissionStep, ...] = (
     lookup,  # a cache hit ends admission here: no plan, no reservation
     plan_route,
     reserve,
+    hold_stream_slot,  # last: a step that refuses after it would leave the slot taken
 )
 EMBEDDINGS_STEPS: tuple[AdmissionStep, ...] = (
     authenticate,

@@ -12,6 +12,7 @@ from arbstr.config import Settings
 from arbstr.keys.accounts import Reservation
 from arbstr.keys.model import KeyEntry, ProjectRow
 from arbstr.keys.runtime import KeyService
+from arbstr.pipeline.slots import StreamSlots
 from arbstr.recording.record import RecordSink, RequestRecord
 from arbstr.reliability.health import ProviderHealth
 from arbstr.reliability.retry import RetryHeader
@@ -84,6 +85,7 @@ class RequestContext:
     cache_ttl: float = 0.0
     cache_status: str | None = None  # Cache-Status: fwd=miss | fwd=request | fwd=bypass
     cached: CachedAnswer | None = None  # a hit
+    stream_slot: str | None = None  # the client whose stream slot this request holds
 
     @classmethod
     def start(cls, body: bytes, meta: RequestMeta, endpoint: str) -> RequestContext:
@@ -107,6 +109,7 @@ class Shared:
         self.keys: KeyService | None = None  # virtual keys (`[auth] enabled`), set by the app
         self.cache: CacheState | None = None  # the response cache (`[cache] enabled`), likewise
         self._base_headers: dict[str, list[Header]] = {}
+        self.stream_slots: StreamSlots | None = None  # [limits] max_streams_per_client
         self.replace(settings)
 
     def replace(self, settings: Settings) -> None:
@@ -129,6 +132,13 @@ class Shared:
         self.max_stream_s = config.reliability.max_stream_s
         self.max_sse_event_bytes = config.limits.max_sse_event_bytes
         self.body_timeout_s = config.limits.body_timeout_s
+        streams = config.limits.max_streams_per_client
+        if not streams:
+            self.stream_slots = None
+        elif self.stream_slots is None:
+            self.stream_slots = StreamSlots(streams)
+        else:  # a reload keeps the count of streams open now
+            self.stream_slots.limit = streams
         self.router = Router(settings)
         self.settings = settings
 

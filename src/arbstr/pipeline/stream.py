@@ -28,6 +28,7 @@ from arbstr.pipeline.finish import (
     ms,
     settle_usage,
 )
+from arbstr.pipeline.slots import release_stream_slot
 from arbstr.routing.cost import expected_cost
 from arbstr.routing.resolve import Candidate
 from arbstr.schemas.chat import ChatView
@@ -241,6 +242,7 @@ async def _relay(
             error_code, error_message = "client_disconnected", "client disconnected mid-stream"
         raise
     finally:
+        release_stream_slot(shared, ctx)
         await response.aclose()
         now = time.monotonic()
         record.stream_status = status
