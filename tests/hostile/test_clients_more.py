@@ -191,7 +191,10 @@ def test_more_streams_than_a_client_may_hold_get_a_429(
         assert c.post("/v1/chat/completions", json=body).status_code == 200
 
 
-def gateway_process(tmp: Path, head: str) -> tuple[subprocess.Popen[bytes], str, Any]:
+def gateway_process(
+    tmp: Path, head: str, db: str = "memory://"
+) -> tuple[subprocess.Popen[bytes], str, Any]:
+    """`arbstr serve` in its own process (its log in tmp/gateway.log) and a simulator."""
     sim_port, port = free_port(), free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "arbstr.sim", "--port", str(sim_port), "--models", "m"],
@@ -199,15 +202,17 @@ def gateway_process(tmp: Path, head: str) -> tuple[subprocess.Popen[bytes], str,
     )
     config = tmp / "arbstr.toml"
     config.write_text(
-        f'{head}\n[server]\nlisten = "127.0.0.1:{port}"\n[database]\nurl = "memory://"\n'
+        f'{head}\n[server]\nlisten = "127.0.0.1:{port}"\n[database]\nurl = "{db}"\n'
         f'[[providers]]\nname = "a"\nurl = "http://127.0.0.1:{sim_port}/v1"\nmodels = ["m"]\n'
     )
-    gw = subprocess.Popen(
-        [sys.executable, "-m", "arbstr", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp,
-    )
+    config.chmod(0o600)
+    with (tmp / "gateway.log").open("w") as log:
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "arbstr", "serve", "--config", str(config)],
+            stdout=log,
+            stderr=log,
+            cwd=tmp,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

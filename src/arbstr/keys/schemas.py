@@ -27,9 +27,11 @@ __all__ = [
 ]
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Sats = Annotated[float, Meta(ge=0)]
-PerMinute = Annotated[int, Meta(ge=1)]
-Count = Annotated[int, Meta(ge=1)]
+# upper bounds too: a number past what the stores hold (SQLite's 64-bit integers) or a JSON
+# 1e400 (decoded as infinity) must be a 400 naming the field, never a 500 from the database
+Sats = Annotated[float, Meta(ge=0, le=1e15)]
+PerMinute = Annotated[int, Meta(ge=1, le=10**9)]
+Count = Annotated[int, Meta(ge=1, le=10**12)]
 Models = Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(max_length=200)]
 Metadata = dict[str, Any]
 When = float | str  # unix seconds or ISO 8601
@@ -75,7 +77,7 @@ class ProjectPatch(_LimitsPatch):
 class KeyCreate(_Limits, kw_only=True):
     project_id: Annotated[str, Meta(min_length=1, max_length=32)]
     expires_at: When | None = None
-    ttl_s: Annotated[float, Meta(gt=0)] | None = None
+    ttl_s: Annotated[float, Meta(gt=0, le=100 * 365 * 86400)] | None = None
     max_requests: Count | None = None
 
 
