@@ -215,8 +215,9 @@ class StreamObserver:
     """Watches events for usage, `[DONE]`, upstream errors and unparseable data.
 
     Data that is not `[DONE]` must be a JSON object: its syntax is checked (nothing is built)
-    and it is only decoded when it could hold usage or an error (a substring test first). Anything else is garbage for an
-    OpenAI chat stream: it is dropped and the gateway ends the stream with an error event.
+    and it is only decoded when it could hold usage or an error (a substring test first).
+    Anything else is garbage for an OpenAI chat stream: it is dropped and the gateway ends the
+    stream with an error event.
     """
 
     __slots__ = ("done_seen", "events", "forward_usage_chunk", "garbage", "upstream_error", "usage")
