@@ -117,3 +117,36 @@ def test_permission_warning(tmp_path: Path) -> None:
     warning = permission_warning(path)
     assert warning is not None
     assert "chmod 600" in warning
+
+
+def test_secrets_are_compared_in_constant_time() -> None:
+    """No `==`/`!=` on a token, secret, digest, signature or password anywhere in the package:
+    those go through `hmac.compare_digest` (a comparison that stops at the first differing
+    byte tells an attacker, by its timing, how much of a guess was right)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import arbstr
+
+    secret = re.compile(r"(^|_)(token|secret|digest|signature|password)$")
+    allowed = {("live.py", "admin_token")}  # a reload telling whether the setting changed
+
+    def name(node: ast.expr) -> str:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            return node.attr
+        return ""
+
+    found = []
+    for path in Path(arbstr.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(
+                isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+            ):
+                for side in (node.left, *node.comparators):
+                    ident = name(side)
+                    if secret.search(ident) and (path.name, ident) not in allowed:
+                        found.append(f"{path.name}:{node.lineno} {ident}")
+    assert not found, found

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 
@@ -82,7 +83,7 @@ class KeyRing:
             if parse_key(token) is None:
                 raise KeyRefused("invalid API key: not an arbstr virtual key", "invalid_api_key")
             raise KeyRefused("invalid API key", "invalid_api_key")
-        if digest != key.digest and (key.prev_valid_until or 0) <= now:
+        if not hmac.compare_digest(digest, key.digest) and (key.prev_valid_until or 0) <= now:
             raise KeyRefused("invalid API key: this secret was rotated", "invalid_api_key", key.id)
         if not key.active:
             raise KeyRefused(f"key {key.id} is revoked or inactive", "key_inactive", key.id)

@@ -3,6 +3,7 @@ audit, login and logout. Filters are query parameters, so every view is a URL to
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Annotated, Any
 
@@ -214,7 +215,7 @@ async def login(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
         return Redirect("/ui")
     address = request.client.host if request.client else "unknown"
     form_token = data.get("login_csrf", "")
-    if not form_token or form_token != request.cookies.get(LOGIN_COOKIE):
+    if not form_token or not hmac.compare_digest(form_token, request.cookies.get(LOGIN_COOKIE, "")):
         return _refused(request, "the login form expired; load it again", 403)
     if keys.throttle.blocked(address) is not None:
         return _refused(request, "too many failed logins from this address; wait a minute", 429)
