@@ -62,12 +62,14 @@ def test_image_installs_what_the_readme_installs() -> None:
     """One `pip install` of the built wheel, no extras; the README's install (scripts/demo)
     installs the same package with no extras: the same dependency set."""
     final = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")[-1]
-    installs = re.findall(r"pip install [^\n&]*", final)
-    assert installs == ["pip install --no-cache-dir /tmp/wheels/arbstr-*.whl "]
+    installs = re.findall(r"pip install [^\n&\\]*", final)
+    assert installs == [
+        "pip install --no-cache-dir -c /tmp/wheels/requirements.lock /tmp/wheels/arbstr-*.whl "
+    ]
     build = (DEPLOY / "Dockerfile").read_text().split("\nFROM ")[1]
     assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in build
     demo = (ROOT / "scripts" / "demo").read_text()
-    assert re.findall(r"pip install -q (.+)", demo)[-1] == "-e ."
+    assert re.findall(r"pip install -q (.+)", demo)[-1] == "-e . -c requirements.lock"
     assert "./scripts/demo" in (ROOT / "README.md").read_text()
 
 
