@@ -107,6 +107,9 @@ PROVIDER = '[[providers]]\nname = "a"\nurl = "http://a.example/v1"\n'
         ('[auth]\nadmin_token = "${NOPE}"\n', "auth.admin_token", "the admin token: "),
         (PROVIDER + 'api_key = "sk-one\\r\\nX-Evil: 1"\n', "providers[0].api_key", "line break"),
         ('[database]\nurl = "mysql://x"\n', "database.url", "must be"),
+        ("[server]\nloop_block_warn_s = -1\n", "server.loop_block_warn_s", "watchdog off"),
+        ("[limits]\nmax_streams_per_client = -1\n", "limits.max_streams_per_client", "> 0"),
+        (PROVIDER + 'verify = "no"\n', "providers[0].verify", "Expected bool"),
     ],
 )
 def test_errors_name_file_and_path(text: str, path: str, fragment: str) -> None:
@@ -184,3 +187,16 @@ def test_read_only_commands_load_without_keys() -> None:
     assert settings.providers[0].api_key is None
     assert settings.providers[0].key_source == "unresolved"
     assert any("UNSET_KEY is not set" in w for w in settings.warnings)
+
+
+def test_zero_turns_the_watchdog_and_the_stream_cap_off() -> None:
+    text = "[server]\nloop_block_warn_s = 0\n[limits]\nmax_streams_per_client = 0\n"
+    config = parse_settings(text).config
+    assert config.server.loop_block_warn_s == 0 and config.limits.max_streams_per_client == 0
+
+
+def test_verify_false_warns() -> None:
+    text = '[[providers]]\nname = "p"\nurl = "https://example.test/v1"\nverify = false\n'
+    settings = parse_settings(text, env={})
+    assert settings.providers[0].verify is False
+    assert any("verify = false" in w and "not checked" in w for w in settings.warnings)
