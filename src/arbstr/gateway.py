@@ -67,8 +67,8 @@ class Gateway:
         except BaseException:
             release_stream_slot(self.shared, ctx)
             raise
-        if response.stream is None:  # an error answer: the relay that gives it back never runs
-            release_stream_slot(self.shared, ctx)
+        if ctx.stream_slot is not None and response.stream is None:
+            release_stream_slot(self.shared, ctx)  # an error answer: no relay gives it back
         return response
 
     async def embeddings(self, body: bytes, meta: RequestMeta) -> GatewayResponse:

@@ -113,8 +113,8 @@ CHAT_STEPS: tuple[AdmissionStep, ...] = (
     check_model,
     lookup,  # a cache hit ends admission here: no plan, no reservation
     plan_route,
-    reserve,
-    hold_stream_slot,  # last: a step that refuses after it would leave the slot taken
+    hold_stream_slot,  # before reserve: a refused stream takes nothing from the key's limits
+    reserve,  # a refusal from here on gives the slot back (Gateway.chat)
 )
 EMBEDDINGS_STEPS: tuple[AdmissionStep, ...] = (
     authenticate,

@@ -71,6 +71,14 @@ class Upstream:
         """Send a POST and return once the status and headers are in; the body is unread.
         `verify=False` (a provider's `verify = false`): its TLS certificate is not checked."""
         parsed = self.url(url)
+        limits = {
+            "connect": min(self.connect_timeout_s, timeout_s),
+            "read": timeout_s,
+            "pool": timeout_s,
+        }
+        extensions: dict[str, object] = {"timeout": limits}
+        if not verify:
+            extensions["verify"] = False  # read by Http1Transport (the aiohttp one ignores it)
         # `stream=` skips httpx's header preparation (a fifth of building a request); so we set
         # Host and Content-Length ourselves, and `read()` makes the body plain bytes again
         request = httpx.Request(
@@ -82,14 +90,7 @@ class Upstream:
                 *headers,
             ],
             stream=httpx.ByteStream(body),
-            extensions={
-                "timeout": {
-                    "connect": min(self.connect_timeout_s, timeout_s),
-                    "read": timeout_s,
-                    "pool": timeout_s,
-                },
-                **(_INSECURE if not verify else {}),
-            },
+            extensions=extensions,
         )
         request.read()
         response = await self.transport.handle_async_request(request)
@@ -124,9 +125,6 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-_INSECURE = {"verify": False}  # read by Http1Transport (the aiohttp transport ignores it)
 
 
 class UnaskedEncoding(httpx.RemoteProtocolError):
