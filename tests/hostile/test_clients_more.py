@@ -4,6 +4,7 @@ never reads, more streams than a client may hold. Each: a clear answer, bounded 
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import subprocess
 import sys
@@ -236,6 +237,12 @@ def proc_figures(pid: int) -> tuple[float, int]:
 
 @pytest.mark.slow
 def test_ten_thousand_idle_connections(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 11_000:
+        pytest.skip(f"the descriptor limit ({hard}) cannot hold 10,000 client sockets")
+    want = 20_000 if hard == resource.RLIM_INFINITY else min(hard, 20_000)
+    if soft != resource.RLIM_INFINITY and soft < want:  # this process holds the 10,000 ends
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     gw, url, sim = gateway_process(tmp_path, "[limits]\nheader_timeout_s = 3")
     try:
         rss0, fds0 = proc_figures(gw.pid)
