@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from arbstr.cluster import free_port
+from arbstr.cluster import free_port, wait_ready
 
 BODY = {
     "model": "gpt-4o-mini",
@@ -67,16 +67,7 @@ def measure(src: str | None, requests: int, server_line: str) -> dict[str, float
             env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(url + "/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start under valgrind")
-            time.sleep(1)
+        wait_ready(url, gw, "the gateway under valgrind", 300)
         figures: dict[str, float] = {}
         try:
             with httpx.Client(base_url=url, timeout=120) as c:

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from arbstr.cluster import free_port
+from arbstr.cluster import free_port, wait_ready
 
 PROMPT = [{"role": "user", "content": "soak"}]
 
@@ -91,19 +91,6 @@ class Load:
             else:
                 await answer.aread()
         self.outcomes[f"{kind} {answer.status_code}"] += 1
-
-
-def wait_until_ready(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not become ready")
-        time.sleep(0.2)
 
 
 def process_figures(pid: int) -> dict[str, float]:
@@ -207,7 +194,7 @@ def main() -> None:
         )  # fmt: skip
         url = f"http://{listen}"
         try:
-            wait_until_ready(url, 30)
+            wait_ready(url, gateway, "the gateway", 30)
             result = asyncio.run(soak(url, gateway.pid, args.minutes, args.concurrency))
         finally:
             gateway.send_signal(signal.SIGTERM)

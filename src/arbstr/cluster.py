@@ -26,7 +26,7 @@ import httpx
 
 from arbstr.config import ConfigError, load_settings
 
-__all__ = ["ClusterError", "LocalCluster", "Replica", "free_port", "haproxy_config"]
+__all__ = ["ClusterError", "LocalCluster", "Replica", "free_port", "haproxy_config", "wait_ready"]
 
 _ERRORS = {
     502: ("bad_gateway", "the gateway replica failed while answering"),
@@ -208,7 +208,7 @@ class LocalCluster:
     def wait_ready(self, node: Replica, timeout_s: float = 30.0) -> None:
         if node.proc is None:
             raise ClusterError(f"replica {node.name} is not running")
-        _wait_ready(node.url, node.proc, f"replica {node.name}", timeout_s)
+        wait_ready(node.url, node.proc, f"replica {node.name}", timeout_s)
 
     def stop_replica(self, node: Replica, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         """Signal a replica and wait for it to exit; its exit status."""
@@ -225,7 +225,7 @@ class LocalCluster:
             stdout=self.output,
             stderr=subprocess.STDOUT,
         )
-        _wait_ready(self.url, self.balancer, f"haproxy on {self.front}", 15.0)
+        wait_ready(self.url, self.balancer, f"haproxy on {self.front}", 15.0)
 
     def stop(self) -> list[int]:
         """SIGTERM every replica (they drain), then the balancer; the replicas' exit statuses."""
@@ -254,8 +254,9 @@ class LocalCluster:
         self.stop()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    """Until `url/health/ready` answers 200; `ClusterError` if `proc` exits or time runs out."""
+def wait_ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
+    """Until `url/health/ready` answers 200; `ClusterError` if `proc` exits or time runs out
+    (also what the benchmarks and process tests wait with)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

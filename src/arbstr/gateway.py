@@ -56,20 +56,18 @@ class Gateway:
     async def chat(self, body: bytes, meta: RequestMeta) -> GatewayResponse:
         """Answer one chat completion request, JSON or a stream; never raises."""
         ctx = RequestContext.start(body, meta, "chat")
+        response: GatewayResponse | None = None
         try:
             await admit(self.shared, ctx, CHAT_STEPS)
             if ctx.cached is not None:
                 return answer_cached(self.shared, ctx)
             response = await self._answer(ctx, answer_stream if ctx.streaming else answer_json)
+            return response
         except ArbstrError as exc:
-            release_stream_slot(self.shared, ctx)
             return refused(self.shared, ctx, exc)
-        except BaseException:
-            release_stream_slot(self.shared, ctx)
-            raise
-        if ctx.stream_slot is not None and response.stream is None:
-            release_stream_slot(self.shared, ctx)  # an error answer: no relay gives it back
-        return response
+        finally:  # a held stream slot goes back here unless a relay holds it (and gives it back)
+            if ctx.stream_slot is not None and (response is None or response.stream is None):
+                release_stream_slot(self.shared, ctx)
 
     async def embeddings(self, body: bytes, meta: RequestMeta) -> GatewayResponse:
         """Answer one embeddings request, priced on input tokens only; never raises."""

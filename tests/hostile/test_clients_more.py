@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from arbstr.cluster import free_port
+from arbstr.cluster import free_port, wait_ready
 from tests.e2e.conftest import SimSpec, Stack, StackFactory
 from tests.e2e.raw import RawUpstream
 from tests.hostile.test_clients import connect
@@ -215,15 +215,7 @@ def gateway_process(
             cwd=tmp,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.1)
+    wait_ready(url, gw, "the gateway", 30)
     return gw, url, sim
 
 

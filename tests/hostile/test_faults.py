@@ -19,11 +19,10 @@ import pytest
 
 from arbstr.recording.writer import Recorder
 from arbstr.stores.requestlog import SqliteRequestLog
-from tests.cluster.harness import Load, request_ids
+from tests.cluster.harness import Load, wait_for_rows
 from tests.e2e.conftest import SimSpec, StackFactory
 from tests.hostile.test_recorder_faults import rec, small_disk, until  # noqa: F401 (fixture)
-from tests.hostile.test_upstream import CHAT
-from tests.hostile.test_upstream_matrix import HEAD
+from tests.hostile.test_upstream import CHAT, HEAD
 from tests.own_pg import OwnPostgres
 
 pytestmark = pytest.mark.hostile
@@ -109,10 +108,8 @@ def test_postgres_crashed_and_restarted_mid_load_loses_no_row(stack: StackFactor
             during = [o for o in load.outcomes if o.at > crashed]
             pg.start()
             time.sleep(3)
-        answered = {o.request_id for o in load.answered}
-        deadline = time.monotonic() + 30
-        while not answered <= set(ids := request_ids(pg.url)) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        answered = {o.request_id for o in load.answered if o.request_id}
+        ids = wait_for_rows(pg.url, None, answered, 30)
         dupes = [i for i, n in Counter(ids).items() if n > 1]
         print(
             f"\npostgres crash (5 s): {len(load.outcomes)} requests, {len(during)} during it,"

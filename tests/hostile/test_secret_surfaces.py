@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arbstr.cluster import free_port
+from arbstr.cluster import free_port, wait_ready
 from tests.e2e.raw import RawUpstream
 
 pytestmark = pytest.mark.hostile
@@ -73,15 +73,7 @@ def test_no_secret_on_any_surface(tmp_path: Path, raw: list[RawUpstream]) -> Non
     seen: list[str] = []
     secrets = [PROVIDER_KEY, PROJECT_KEY, ADMIN, ENCRYPTION]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "out.log").read_text()
-            time.sleep(0.1)
+        wait_ready(url, gw, "the gateway", 30)
         admin = {"authorization": f"Bearer {ADMIN}"}
         with httpx.Client(base_url=url, timeout=20) as c:
 

@@ -44,10 +44,12 @@ def with_raw(
     script: Any,
     head: str = HEAD,
     fallback: bool = True,
+    extra: str = "",
 ) -> Stack:
+    """The raw upstream `script` as the cheapest provider, the steady simulator as fallback."""
     upstream = RawUpstream(script)
     raw.append(upstream)
-    specs = [SimSpec("raw", url=upstream.url, input_rate=1, models=["m"])]
+    specs = [SimSpec("raw", url=upstream.url, input_rate=1, models=["m"], extra=extra)]
     if fallback:
         specs.append(SimSpec("steady", input_rate=50, models=["m"]))
     return stack(specs, head=head)

@@ -14,19 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import SimSpec, Stack, StackFactory
+from tests.e2e.conftest import Stack, StackFactory
 from tests.e2e.raw import RawUpstream
-from tests.hostile.test_upstream import CHAT, OK_BODY, json_answer
+from tests.hostile.test_upstream import CHAT, OK_BODY, json_answer, with_raw
 
 pytestmark = pytest.mark.hostile
 
-HEAD = """
-[database]
-url = "memory://"
-[reliability]
-backoff_s = [0.0]
-max_retries = 0
-"""
 Script = Callable[[bytes], Any]
 
 
@@ -234,12 +227,7 @@ def settle(stack: Stack, tasks: int, port: int, timeout_s: float = 5.0) -> tuple
 
 
 def start(stack: StackFactory, raw: list[RawUpstream], case: Case, fallback: bool) -> Stack:
-    upstream = RawUpstream(case.script)
-    raw.append(upstream)
-    specs = [SimSpec("raw", url=upstream.url, input_rate=1, models=["m"], extra=case.extra)]
-    if fallback:
-        specs.append(SimSpec("steady", input_rate=50, models=["m"]))
-    return stack(specs, head=HEAD)
+    return with_raw(stack, raw, case.script, fallback=fallback, extra=case.extra)
 
 
 def assert_openai_error(answer: httpx.Response) -> None:

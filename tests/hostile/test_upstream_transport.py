@@ -15,8 +15,8 @@ import trustme
 
 from tests.e2e.conftest import SimSpec, StackFactory
 from tests.e2e.raw import RawUpstream
-from tests.hostile.test_upstream import CHAT, OK_BODY, json_answer
-from tests.hostile.test_upstream_matrix import HEAD, sockets_to
+from tests.hostile.test_upstream import CHAT, HEAD, OK_BODY, json_answer, with_raw
+from tests.hostile.test_upstream_matrix import sockets_to
 
 pytestmark = pytest.mark.hostile
 
@@ -78,13 +78,8 @@ def test_kept_alive_connections_the_upstream_closed_are_never_a_failed_request(
     """Each answer says keep-alive, then the upstream closes (FIN) at once: the pooled connection
     is dead when the next request takes it, whatever the timing. The request never reached the
     upstream, so it goes again on a fresh connection: never a failed attempt, never a fallback."""
-    upstream = RawUpstream(lambda _r: [json_answer(OK_BODY)])
-    raw.append(upstream)
-    specs = [
-        SimSpec("raw", url=upstream.url, input_rate=1, models=["m"]),
-        SimSpec("steady", input_rate=50, models=["m"]),
-    ]
-    s = stack(specs, head=HEAD)
+    s = with_raw(stack, raw, lambda _r: [json_answer(OK_BODY)])
+    upstream = raw[0]
     rounds = 40
     with s.client() as c:
         for i in range(rounds):
@@ -107,13 +102,8 @@ def test_an_unasked_gzip_answer_is_not_taken_as_json(
     packed = gzip.compress(OK_BODY)
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
     answer_bytes = head + b"content-length: %d\r\n\r\n" % len(packed) + packed
-    upstream = RawUpstream(lambda _r: [answer_bytes])
-    raw.append(upstream)
-    specs = [
-        SimSpec("raw", url=upstream.url, input_rate=1, models=["m"]),
-        SimSpec("steady", input_rate=50, models=["m"]),
-    ]
-    s = stack(specs, head=HEAD)
+    s = with_raw(stack, raw, lambda _r: [answer_bytes])
+    upstream = raw[0]
     with s.client() as c:
         answer = c.post("/v1/chat/completions", json=CHAT)
         streamed = c.post("/v1/chat/completions", json={**CHAT, "stream": True})

@@ -244,7 +244,7 @@ class Meters:
                 amount = -m.left
                 self.statements += 1
                 m.used = await self.store.charge(m.scope, m.window, amount, self._seed(m))
-                m.left -= -amount  # only once the store took it: a failed charge is kept
+                m.left += amount  # only once the store took it: a failed charge is kept
                 m.debt = 0.0
 
     async def aclose(self) -> None:
