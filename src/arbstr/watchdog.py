@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class LoopWatch:
-    def __init__(self, threshold_s: float = 1.0, interval_s: float = 0.1) -> None:
+    def __init__(self, threshold_s: float = 1.0, interval_s: float = 0.25) -> None:
         self.threshold_s = threshold_s
         self.interval_s = min(interval_s, threshold_s / 4)
         self.blocked = 0  # times the loop was held past the threshold
